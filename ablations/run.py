@@ -1,0 +1,154 @@
+"""Hydra entry point: one run = train, sample, evaluate on held-out clips, write one results row.
+
+    python ablations/run.py                          # tiny preset, causal attention
+    python ablations/run.py -m attn=causal,full      # the attention ablation (paper_tables/attn)
+    python ablations/run.py preset=small train.steps=2000 seed=1
+
+The schemas are the dataclasses of core/config.py (registered below), so a mistyped key or a
+wrong type fails at compose time, and `RunConfig.__post_init__` rejects impossible combinations
+before any work. `run(cfg)` is plain Python and is what tests and other programs call.
+A rerun with the same resolved config and commit is skipped when its ok row exists
+(`force=true` reruns it); a crashed run writes a failed row with its error, then re-raises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python ablations/run.py` puts ablations/ first on sys.path
+    sys.path.insert(0, str(ROOT))
+
+import hydra  # noqa: E402
+import torch  # noqa: E402
+from hydra.core.config_store import ConfigStore  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from core.config import PRESETS, RunConfig  # noqa: E402
+from core.data import build_dataset  # noqa: E402
+from core.evaluate import heldout_loss, score_samples  # noqa: E402
+from core.model import VideoMAR  # noqa: E402
+from core.results import append_row, find_ok_row, git_info, hardware_info, run_id  # noqa: E402
+from core.train import EMA, train  # noqa: E402
+
+RUN_IDS_FILE = "run_ids.txt"  # per sweep: which rows belong to it (read by ablations/summary.py)
+# Keys that do not change what a run computes, left out of its identity.
+IO_KEYS = ("results", "out_dir", "force", "threads")
+
+
+def register_configs() -> None:
+    """Register RunConfig as the schema and one `preset` group option per core PRESETS entry."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_run", node=RunConfig)
+    for name, model in PRESETS.items():
+        cs.store(group="preset", name=name, package="_global_",
+                 node={"preset": name, "model": dataclasses.asdict(model)})
+
+
+def _resolve(path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else ROOT / p
+
+
+def _save_contact_sheet(videos: torch.Tensor, path: Path, max_clips: int = 8) -> None:
+    """Write clips (B, T, C, H, W) in [0, 1] as one PNG: a row per clip, a column per frame."""
+    from PIL import Image
+
+    clips = videos[:max_clips]
+    grid = clips.permute(0, 3, 1, 4, 2).flatten(2, 3).flatten(0, 1)  # (B*H, T*W, C)
+    Image.fromarray((grid.clamp(0, 1) * 255).round().to(torch.uint8).numpy()).save(path)
+
+
+def _evaluate(model, cfg: RunConfig, out_dir: Path) -> dict:
+    val = build_dataset(cfg.data, "val", seed=cfg.seed)
+    test = build_dataset(cfg.data, "test", seed=cfg.seed)
+    val_loss = heldout_loss(model, val, batch_size=cfg.train.batch_size,
+                            num_batches=cfg.eval.num_loss_batches, seed=cfg.seed)
+    scores = score_samples(model, test, num_clips=cfg.eval.num_clips, sampler=cfg.sampler,
+                           num_frames=cfg.eval.num_frames, batch_size=cfg.eval.num_clips,
+                           seed=cfg.seed)
+    _save_contact_sheet(scores.pop("videos"), out_dir / "samples.png")
+    return {"val_loss": val_loss, **scores}
+
+
+def run(cfg: RunConfig) -> dict:
+    """Train, sample and evaluate one configuration; append and return its results row."""
+    resolved = dataclasses.asdict(cfg)
+    git = git_info(ROOT)
+    identity = {k: v for k, v in resolved.items() if k not in IO_KEYS}
+    rid = run_id(identity, git["commit"])
+    results = _resolve(cfg.results)
+    existing = None if cfg.force else find_ok_row(results, rid)
+    if existing is not None:
+        print(f"[run {rid}] ok row exists in {results}: skipped (force=true reruns it)")
+        _record_in_sweep(rid)
+        return existing
+    out_dir = _resolve(cfg.out_dir) / rid
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    row = {"run_id": rid, "kind": "train", "ablation": cfg.ablation, "table": cfg.table,
+           "factor": cfg.ablation, "attn": cfg.model.attn, "preset": cfg.preset, "seed": cfg.seed,
+           "config": resolved, "commit": git["commit"], "dirty": git["dirty"],
+           "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "hardware": hardware_info(), "torch_version": torch.__version__,
+           "out_dir": str(out_dir)}
+    start = time.perf_counter()
+    try:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        model = VideoMAR(cfg.model, seed=cfg.seed).to(device)
+        ema = EMA(model, cfg.train.ema_decay)
+        summary = train(model, build_dataset(cfg.data, "train", seed=cfg.seed), cfg.train,
+                        seed=cfg.seed, out_dir=out_dir, device=device, ema=ema)
+        if cfg.eval.use_ema:
+            with ema.swapped(model):
+                metrics = _evaluate(model, cfg, out_dir)
+        else:
+            metrics = _evaluate(model, cfg, out_dir)
+        metrics.update(train_loss=summary["train_loss"], train_steps=summary["steps"],
+                       steps_per_s=summary["steps_per_s"], params=model.num_params())
+        row.update(status="ok", metrics=metrics)
+    except Exception as exc:  # the sweep keeps a row for every run, failed ones included
+        row.update(status="failed", metrics={}, error=f"{type(exc).__name__}: {exc}",
+                   traceback=traceback.format_exc(limit=8))
+        raise
+    finally:
+        row["wall_time_s"] = time.perf_counter() - start
+        append_row(results, row)
+        _record_in_sweep(rid)
+    print(f"[run {rid}] attn={cfg.model.attn} seed={cfg.seed}: "
+          + ", ".join(f"{k}={v:.4g}" for k, v in row["metrics"].items() if isinstance(v, float)))
+    return row
+
+
+def _record_in_sweep(rid: str) -> None:
+    """Note this run id in the sweep directory so the end-of-sweep summary can find its row."""
+    try:
+        hydra_cfg = HydraConfig.get()
+    except ValueError:  # called without Hydra
+        return
+    if hydra_cfg.mode.name == "MULTIRUN":
+        sweep_dir = Path(hydra_cfg.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        with open(sweep_dir / RUN_IDS_FILE, "a") as f:
+            f.write(rid + "\n")
+
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(dict_cfg: DictConfig) -> float:
+    cfg: RunConfig = OmegaConf.to_object(dict_cfg)  # runs the dataclass checks
+    row = run(cfg)
+    return float(row["metrics"].get("val_loss", float("nan")))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Transformer block of the VideoMAR backbone (after Step-Video-T2V's block, as VideoMAR uses it).
+
+pre-LayerNorm -> self-attention (fused QKV without bias, per-head RMSNorm on Q and K, 3D RoPE on
+Q and K, block-causal mask, optional KV cache) -> pre-LayerNorm -> text cross-attention (Q/K
+RMSNorm, padding mask) -> pre-LayerNorm -> FFN (d -> 4d, GELU-tanh, 4d -> d, no bias).
+Step-Video's adaLN timestep modulation is dropped: VideoMAR calls the block with timestep=None.
+All attention goes through `F.scaled_dot_product_attention`.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from core.kv_cache import KVCache
+from core.rope import apply_rope
+
+NORM_EPS = 1e-6
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, width: int, num_heads: int, qk_norm: bool = True):
+        super().__init__()
+        self.num_heads = num_heads
+        head_dim = width // num_heads
+        self.qkv = nn.Linear(width, 3 * width, bias=False)
+        self.q_norm = nn.RMSNorm(head_dim, eps=NORM_EPS) if qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(head_dim, eps=NORM_EPS) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(width, width, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                attn_mask: Optional[torch.Tensor] = None,
+                cache: Optional[KVCache] = None, layer: int = 0) -> torch.Tensor:
+        """x (B, L, W) -> (B, L, W); attn_mask (L, L_keys) bool, True = may attend."""
+        q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d",
+                            three=3, h=self.num_heads)
+        q = apply_rope(self.q_norm(q), cos, sin)
+        k = apply_rope(self.k_norm(k), cos, sin)
+        if cache is not None:  # keys/values = cached earlier frames + this pass's tokens
+            k, v = cache.write(layer, k, v)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.proj(rearrange(out, "b h l d -> b l (h d)"))
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, width: int, num_heads: int, qk_norm: bool = True):
+        super().__init__()
+        self.num_heads = num_heads
+        head_dim = width // num_heads
+        self.q = nn.Linear(width, width, bias=False)
+        self.kv = nn.Linear(width, 2 * width, bias=False)
+        self.q_norm = nn.RMSNorm(head_dim, eps=NORM_EPS) if qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(head_dim, eps=NORM_EPS) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(width, width, bias=False)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor,
+                context_mask: torch.Tensor) -> torch.Tensor:
+        """x (B, L, W) attends to context (B, Lt, W); context_mask (B, Lt) bool, True = valid."""
+        q = self.q_norm(rearrange(self.q(x), "b l (h d) -> b h l d", h=self.num_heads))
+        k, v = rearrange(self.kv(context), "b l (two h d) -> two b h l d",
+                         two=2, h=self.num_heads)
+        k = self.k_norm(k)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=context_mask[:, None, None, :])
+        return self.proj(rearrange(out, "b h l d -> b l (h d)"))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, width: int, mlp_ratio: float):
+        super().__init__()
+        hidden = int(width * mlp_ratio)
+        self.fc1 = nn.Linear(width, hidden, bias=False)
+        self.fc2 = nn.Linear(hidden, width, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    """One decoder block; cross-attention exists only when the model has text conditioning."""
+
+    def __init__(self, width: int, num_heads: int, mlp_ratio: float, qk_norm: bool,
+                 cross_attention: bool):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width, eps=NORM_EPS)
+        self.attn = SelfAttention(width, num_heads, qk_norm)
+        self.norm2 = nn.LayerNorm(width, eps=NORM_EPS) if cross_attention else None
+        self.cross = CrossAttention(width, num_heads, qk_norm) if cross_attention else None
+        self.norm3 = nn.LayerNorm(width, eps=NORM_EPS)
+        self.mlp = FeedForward(width, mlp_ratio)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                attn_mask: Optional[torch.Tensor], context: Optional[torch.Tensor],
+                context_mask: Optional[torch.Tensor], cache: Optional[KVCache] = None,
+                layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), cos, sin, attn_mask, cache, layer)
+        if self.cross is not None:
+            x = x + self.cross(self.norm2(x), context, context_mask)
+        return x + self.mlp(self.norm3(x))

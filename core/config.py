@@ -1,0 +1,272 @@
+"""Plain dataclass configs: the single source of truth for every knob in the harness.
+
+Hydra only appears at the edge (`ablations/run.py` registers these classes as schemas), so tests,
+notebooks and other programs build the same objects with plain keyword arguments.
+`ModelConfig()` with no arguments is the `tiny` preset. `PRESETS` goes up to the paper's
+1536-wide, 36-deep configuration (VideoMAR arXiv 2506.14168; values from the released code, see
+`../shared/reference/videomar.md` section 3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+ATTN_MODES = ("causal", "full")
+TOKENIZERS = ("patch", "vae")
+TEMPERATURE_SCHEDULES = ("constant", "progressive", "list")
+CFG_SCHEDULES = ("linear", "constant")
+DATA_SOURCES = ("synthetic", "folder")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the field and the fix."""
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass(kw_only=True)
+class TokenizerConfig:
+    """How pixels become continuous tokens (see core/tokenizers.py)."""
+
+    kind: str = "patch"  # "patch": raw pixel patches; "vae": diffusers AutoencoderKL from vae_path
+    patch_size: int = 4  # pixels per token side (patch) or latent pixels per token side (vae)
+    image_channels: int = 3
+    vae_path: Optional[str] = None  # local directory holding config.json + weights
+    vae_latent_channels: int = 4  # must match the VAE's config.json (checked on load)
+    vae_downsample: int = 8  # spatial stride of the VAE (checked on load)
+
+    def __post_init__(self) -> None:
+        _check(self.kind in TOKENIZERS, f"tokenizer.kind={self.kind!r}: choose one of {TOKENIZERS}")
+        _check(self.patch_size >= 1, f"tokenizer.patch_size={self.patch_size} must be >= 1")
+
+    @property
+    def token_dim(self) -> int:
+        channels = self.image_channels if self.kind == "patch" else self.vae_latent_channels
+        return channels * self.patch_size**2
+
+    @property
+    def spatial_stride(self) -> int:
+        """Pixels per token side."""
+        return self.patch_size * (1 if self.kind == "patch" else self.vae_downsample)
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    """Backbone + diffusion head. Defaults are the `tiny` preset (seconds per step on CPU)."""
+
+    width: int = 96
+    depth: int = 3
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    attn: str = "causal"  # "causal": block-causal over frames (VideoMAR); "full": joint "total mask"
+    qk_norm: bool = True  # per-head RMSNorm on Q and K (Step-Video block)
+    rope_base: float = 10000.0
+    # (t, h, w) split of the head dimension for 3D RoPE; each even, summing to head_dim.
+    # Empty = proportional split [head/2, head/4, head/4] ([32, 16, 16] for 64-d heads).
+    rope_split: List[int] = field(default_factory=list)
+    # Text cross-attention. text_dim = 0 disables it (and CFG with it).
+    text_dim: int = 64
+    text_len: int = 16
+    text_vocab: int = 4096  # hashed word vocabulary of the built-in text encoder
+    cond_drop_prob: float = 0.1  # replace the text by the learned null embedding (for CFG)
+    # Masking (MAR): mask ratio r ~ TruncNormal(1.0, mask_ratio_std) on [mask_ratio_min, 1].
+    mask_ratio_min: float = 0.7
+    mask_ratio_std: float = 0.25
+    num_cond_frames: int = 1  # clean conditioning latent frames (1 for image-to-video)
+    # Per-token diffusion head (MAR SimpleMLPAdaLN).
+    head_depth: int = 3
+    head_width: int = 128
+    num_train_timesteps: int = 1000
+    num_sampling_steps: int = 50  # respaced DDPM steps at inference (MAR: 100)
+    diffusion_batch_mul: int = 4
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tokenizer, dict):
+            self.tokenizer = TokenizerConfig(**self.tokenizer)
+        self.rope_split = list(self.rope_split)
+        _check(self.attn in ATTN_MODES, f"model.attn={self.attn!r}: choose one of {ATTN_MODES}")
+        _check(self.width % self.num_heads == 0,
+               f"model.width={self.width} is not divisible by model.num_heads={self.num_heads}")
+        _check(self.head_dim % 2 == 0, f"head dim {self.head_dim} must be even for RoPE")
+        split = self.rope_axes
+        _check(len(split) == 3 and all(d % 2 == 0 and d >= 0 for d in split)
+               and sum(split) == self.head_dim,
+               f"model.rope_split={self.rope_split}: need three even sizes summing to the head dim "
+               f"{self.head_dim} (e.g. {self._default_split()})")
+        _check(0.0 < self.mask_ratio_min <= 1.0, "model.mask_ratio_min must be in (0, 1]")
+        _check(self.num_cond_frames >= 1, "model.num_cond_frames must be >= 1")
+        _check(0.0 <= self.cond_drop_prob < 1.0, "model.cond_drop_prob must be in [0, 1)")
+        _check(1 <= self.num_sampling_steps <= self.num_train_timesteps,
+               "model.num_sampling_steps must be in [1, num_train_timesteps]")
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.num_heads
+
+    def _default_split(self) -> List[int]:
+        quarter = (self.head_dim // 4) // 2 * 2
+        return [self.head_dim - 2 * quarter, quarter, quarter]
+
+    @property
+    def rope_axes(self) -> List[int]:
+        return list(self.rope_split) if self.rope_split else self._default_split()
+
+    @property
+    def token_dim(self) -> int:
+        return self.tokenizer.token_dim
+
+
+@dataclass(kw_only=True)
+class SamplerConfig:
+    """Inference knobs (VideoMAR section 2.8-2.9 of the reference)."""
+
+    num_iter: int = 8  # masked iterations per latent frame (MAR cosine schedule)
+    cfg_scale: float = 1.0  # 1.0 = no guidance (single branch)
+    cfg_schedule: str = "linear"  # linear in revealed tokens (MAR), or constant
+    temperature: float = 1.0  # first generated frame (or every frame when constant)
+    temperature_schedule: str = "constant"
+    temperature_end: float = 0.9  # last frame's temperature for "progressive"
+    temperatures: List[float] = field(default_factory=list)  # explicit per generated frame ("list")
+    clip_latents: bool = True  # clip to the tokenizer's range from the 2nd generated frame on
+    # Clamp the head's predicted x0 to the tokenizer's range at every diffusion step (IDDPM's
+    # clip_denoised). MAR/VideoMAR do not; without it a briefly trained head's samples explode
+    # (the first step from t=999 amplifies eps errors ~600x), so small runs need it. See README.
+    clip_denoised: bool = True
+    num_sampling_steps: Optional[int] = None  # None: the model's num_sampling_steps
+    use_kv_cache: Optional[bool] = None  # None: on for causal attention, off for full
+
+    def __post_init__(self) -> None:
+        self.temperatures = list(self.temperatures)
+        _check(self.num_iter >= 1, "sampler.num_iter must be >= 1")
+        _check(self.cfg_scale >= 0, "sampler.cfg_scale must be >= 0")
+        _check(self.cfg_schedule in CFG_SCHEDULES,
+               f"sampler.cfg_schedule={self.cfg_schedule!r}: choose one of {CFG_SCHEDULES}")
+        _check(self.temperature_schedule in TEMPERATURE_SCHEDULES,
+               f"sampler.temperature_schedule={self.temperature_schedule!r}: choose one of "
+               f"{TEMPERATURE_SCHEDULES}")
+        _check(self.temperature_schedule != "list" or len(self.temperatures) > 0,
+               "sampler.temperature_schedule=list needs sampler.temperatures=[t1,t2,...]")
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    """Where clips come from: the built-in procedural sprites or a folder of real videos."""
+
+    source: str = "synthetic"
+    height: int = 32
+    width: int = 32
+    num_frames: int = 8
+    folder: Optional[str] = None  # for source=folder: directory of mp4/webm files
+    frame_stride: int = 1  # folder: take every n-th decoded frame
+    num_sprites: int = 2  # synthetic: sprites per clip
+    camera_pan: bool = True  # synthetic: slow background pan
+    num_train: int = 4096  # clips per split (synthetic: disjoint seed ranges)
+    num_val: int = 64
+    num_test: int = 64
+
+    def __post_init__(self) -> None:
+        _check(self.source in DATA_SOURCES,
+               f"data.source={self.source!r}: choose one of {DATA_SOURCES}")
+        _check(self.num_frames >= 2, "data.num_frames must be >= 2 (a conditioning frame + 1)")
+        _check(self.source != "folder" or bool(self.folder),
+               "data.source=folder needs data.folder=/path/to/videos")
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """Optimisation (AdamW, linear warmup then constant lr as in MAR, EMA, grad clipping)."""
+
+    steps: int = 200
+    batch_size: int = 8
+    lr: float = 1e-3
+    warmup_steps: int = 20
+    weight_decay: float = 0.02
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 3.0
+    ema_decay: float = 0.99
+    bf16: bool = True  # autocast on CUDA only; CPU always runs fp32
+    ckpt_every: int = 100
+    log_every: int = 10
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.steps >= 1 and self.batch_size >= 1, "train.steps and train.batch_size >= 1")
+        _check(0.0 <= self.ema_decay < 1.0, "train.ema_decay must be in [0, 1)")
+
+
+@dataclass(kw_only=True)
+class EvalConfig:
+    num_clips: int = 8  # held-out test clips sampled and scored
+    num_loss_batches: int = 4  # held-out next-frame diffusion loss batches (val split)
+    num_frames: Optional[int] = None  # frames to generate; None = data.num_frames
+    use_ema: bool = True
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    """One run = train, sample, evaluate, write one row to the results table."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    preset: str = "tiny"
+    ablation: str = "attn"  # which ablation this run belongs to
+    table: str = "attn"  # which paper_tables/ table it feeds
+    results: str = "paper_tables/runs.jsonl"  # the one results table (relative to the repo root)
+    out_dir: str = "runs"  # checkpoints and samples go to out_dir/run_id
+    force: bool = False  # rerun even when an ok row with this run id exists
+    threads: int = 0  # torch intra-op threads; 0 = leave torch's default
+
+    def __post_init__(self) -> None:
+        m, d = self.model, self.data
+        stride = m.tokenizer.spatial_stride
+        _check(d.height % stride == 0 and d.width % stride == 0,
+               f"data resolution {d.height}x{d.width} is not divisible by the tokenizer's spatial "
+               f"stride {stride}: change data.height/data.width or tokenizer.patch_size")
+        _check(m.num_cond_frames < d.num_frames,
+               f"model.num_cond_frames={m.num_cond_frames} must be smaller than "
+               f"data.num_frames={d.num_frames}")
+        tokens = (d.height // stride) * (d.width // stride)
+        _check(self.sampler.num_iter <= tokens,
+               f"sampler.num_iter={self.sampler.num_iter} exceeds the {tokens} tokens per frame")
+        _check(not (m.attn == "full" and self.sampler.use_kv_cache is True),
+               "sampler.use_kv_cache=true cannot work with model.attn=full (every frame attends to "
+               "later frames, so nothing can be cached): drop the override or use attn=causal")
+        _check(self.sampler.cfg_scale == 1.0 or m.text_dim > 0,
+               "sampler.cfg_scale != 1 needs text conditioning (model.text_dim > 0)")
+
+
+def _preset(**kw) -> ModelConfig:
+    tok = kw.pop("tokenizer", None)
+    return ModelConfig(**kw, **({"tokenizer": tok} if tok else {}))
+
+
+# Size presets. "paper" follows the released VideoMAR builder: width 1536, depth 36, 24 heads,
+# Cosmos CV8x16x16 latents (16 channels, patch 1), 300 x 1536 text features, diffusion head d3 w1024.
+PRESETS = {
+    "tiny": ModelConfig(),
+    "small": _preset(width=256, depth=6, num_heads=4, text_dim=128, head_depth=3, head_width=256),
+    "base": _preset(width=768, depth=12, num_heads=12, text_dim=768, text_len=77,
+                    head_depth=6, head_width=1024),
+    "paper": _preset(width=1536, depth=36, num_heads=24, rope_split=[32, 16, 16], text_dim=1536,
+                     text_len=300, head_depth=3, head_width=1024, num_sampling_steps=100,
+                     tokenizer=TokenizerConfig(kind="vae", patch_size=1, vae_latent_channels=16,
+                                               vae_downsample=16)),
+}
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+    """A copy of preset `name` with field overrides, e.g. preset("small", attn="full")."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}: choose one of {sorted(PRESETS)}")
+    return dataclasses.replace(PRESETS[name], **overrides)

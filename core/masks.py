@@ -1,0 +1,72 @@
+"""Masking for MAR-style generation inside a frame and block-causal attention across frames.
+
+- `block_causal_mask`: VideoMAR's frame-wise causal mask, allowed(q, k) = frame(k) <= frame(q).
+- `random_orders` / `mask_by_order`: MAR's random generation order; the first `m` positions of
+  the order are the masked ones.
+- `sample_mask_ratio`: MAR's training mask ratio r ~ TruncNormal(1.0, 0.25) on [0.7, 1.0], drawn
+  by inverse-CDF from an explicit generator (MAR uses SciPy's global RNG).
+- `reveal_schedule`: MAR's cosine schedule of tokens still masked after each of K iterations.
+All randomness comes from a `torch.Generator` passed in.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+MASK_RATIO_LOC = 1.0  # mean of MAR's truncated normal; the upper bound is 1.0 as well
+
+
+def block_causal_mask(num_frames: int, tokens_per_frame: int, device=None) -> torch.Tensor:
+    """Boolean (L, L) mask, True where attention is allowed, L = num_frames * tokens_per_frame."""
+    frame = torch.arange(num_frames, device=device).repeat_interleave(tokens_per_frame)
+    return frame[None, :] <= frame[:, None]
+
+
+def random_orders(batch_size: int, num_tokens: int, generator: torch.Generator) -> torch.Tensor:
+    """One random permutation of range(num_tokens) per sample -> (B, N) long, on generator's device."""
+    noise = torch.rand(batch_size, num_tokens, generator=generator, device=generator.device)
+    return noise.argsort(dim=-1)
+
+
+def mask_by_order(orders: torch.Tensor, num_masked: int) -> torch.Tensor:
+    """Mask the first `num_masked` positions of each order: (B, N) long -> (B, N) bool (True = masked)."""
+    mask = torch.zeros(orders.shape, dtype=torch.bool, device=orders.device)
+    return mask.scatter(-1, orders[:, :num_masked], True)
+
+
+def sample_mask_ratio(generator: torch.Generator, ratio_min: float = 0.7,
+                      std: float = 0.25) -> float:
+    """Draw r ~ TruncNormal(MASK_RATIO_LOC, std) restricted to [ratio_min, 1] (one per batch)."""
+    normal = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0)
+    lo = normal.cdf(torch.tensor((ratio_min - MASK_RATIO_LOC) / std, dtype=torch.float64))
+    hi = normal.cdf(torch.tensor((1.0 - MASK_RATIO_LOC) / std, dtype=torch.float64))
+    u = torch.rand((), generator=generator, device=generator.device, dtype=torch.float64).cpu()
+    r = MASK_RATIO_LOC + std * normal.icdf(lo + u * (hi - lo))
+    return float(r.clamp(ratio_min, 1.0))
+
+
+def num_masked_tokens(num_tokens: int, ratio: float) -> int:
+    """ceil(N * r), at least one token (as in MAR)."""
+    return max(1, min(num_tokens, math.ceil(num_tokens * ratio)))
+
+
+def reveal_schedule(num_tokens: int, num_iter: int) -> list[int]:
+    """Tokens still masked after each of `num_iter` steps on MAR's cosine schedule -> list of K ints.
+
+    m_k = floor(N * cos(pi/2 * (k+1)/K)), clamped so that every step reveals at least one token
+    and at least one token is left for each remaining step; the last entry is 0. This equals
+    MAR's schedule except where MAR's clamp would make a step reveal nothing (K close to N).
+    """
+    if not 1 <= num_iter <= num_tokens:
+        raise ValueError(f"num_iter={num_iter} must be between 1 and the number of tokens "
+                         f"{num_tokens}: every iteration has to reveal at least one token")
+    remaining, prev = [], num_tokens
+    for k in range(num_iter):
+        target = math.floor(num_tokens * math.cos(math.pi / 2.0 * (k + 1) / num_iter))
+        left_for_rest = num_iter - 1 - k  # one token per remaining step
+        m = max(left_for_rest, min(prev - 1, target))
+        remaining.append(m)
+        prev = m
+    return remaining

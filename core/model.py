@@ -1,0 +1,228 @@
+"""VideoMAR: a decoder-only transformer over frame-major continuous tokens + a per-token diffusion head.
+
+Follows VideoMAR (arXiv 2506.14168) as described in `../shared/reference/videomar.md` section 2:
+- tokens (B, T, h, w, D) are linearly embedded; masked positions take one learned mask token;
+  no absolute position embeddings (3D RoPE only), no buffer tokens;
+- block-causal self-attention (a token sees its whole frame and all earlier frames) or, for the
+  "total mask" baseline (`attn="full"`), bidirectional attention over all frames;
+- optional text cross-attention with a learned null embedding and condition dropout (CFG);
+- training objective: the next-frame diffusion loss. One target frame f ~ U{1..T-1} per step,
+  frames < f clean and unmasked, the clip truncated to frames 0..f (the commented-out "version 2"
+  of the released code), ceil(S*r) tokens of frame f masked by a random in-frame order,
+  r ~ TruncNormal(1, 0.25) on [0.7, 1]; the loss is the MAR diffusion loss on the masked tokens
+  of frame f with `diffusion_batch_mul` (t, eps) draws per token.
+- `attn="full"`: every frame after the conditioning frames is masked jointly (one random order
+  over all of their tokens), the loss covers every masked token.
+
+All randomness of a training step is drawn up front by `sample_train_draws` for a whole global
+batch, so DDP ranks can slice it and a resumed run replays it exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from core.attention import Block, NORM_EPS
+from core.config import ModelConfig
+from core.diffusion_head import DiffusionHead
+from core.kv_cache import KVCache
+from core.masks import (block_causal_mask, mask_by_order, num_masked_tokens, random_orders,
+                        sample_mask_ratio)
+from core.rope import grid_positions, rope_tables
+from core.text import TextEncoder
+from core.tokenizers import Tokenizer, build_tokenizer
+
+
+@dataclass
+class TrainDraws:
+    """Every random quantity of one training step for a batch (see module docstring)."""
+
+    target_frame: int  # causal: the frame carrying the loss; full: -1 (all generated frames)
+    num_masked: int  # masked tokens per sample (shared by the batch, as in MAR)
+    orders: torch.Tensor  # (B, N) random order over the maskable tokens
+    cond_drop: torch.Tensor  # (B,) bool, replace the caption by the null embedding
+    timesteps: torch.Tensor  # (B, mul, num_masked) diffusion timesteps
+    noise: torch.Tensor  # (B, mul, num_masked, D) diffusion noise
+
+    def slice(self, start: int, stop: int) -> "TrainDraws":
+        """The draws of samples start..stop-1 (a DDP rank's share of a global batch)."""
+        return dataclasses.replace(self, orders=self.orders[start:stop],
+                                   cond_drop=self.cond_drop[start:stop],
+                                   timesteps=self.timesteps[start:stop],
+                                   noise=self.noise[start:stop])
+
+    def to(self, device) -> "TrainDraws":
+        return dataclasses.replace(self, orders=self.orders.to(device),
+                                   cond_drop=self.cond_drop.to(device),
+                                   timesteps=self.timesteps.to(device),
+                                   noise=self.noise.to(device))
+
+
+class VideoMAR(nn.Module):
+    def __init__(self, cfg: ModelConfig = None, tokenizer: Optional[Tokenizer] = None,
+                 seed: int = 0):
+        super().__init__()
+        self.cfg = cfg = cfg or ModelConfig()
+        # Deterministic init from `seed` without touching the caller's global RNG state.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self._build(cfg, tokenizer)
+
+    def _build(self, cfg: ModelConfig, tokenizer: Optional[Tokenizer]) -> None:
+        self.tokenizer = tokenizer if tokenizer is not None else build_tokenizer(cfg.tokenizer)
+        width = cfg.width
+        self.token_embed = nn.Linear(cfg.token_dim, width)  # VideoMAR's z_proj
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
+        has_text = cfg.text_dim > 0
+        self.text_encoder = TextEncoder(cfg.text_vocab, cfg.text_dim, cfg.text_len) if has_text else None
+        self.text_proj = nn.Linear(cfg.text_dim, width) if has_text else None
+        self.null_text = nn.Parameter(torch.zeros(1, cfg.text_len, width)) if has_text else None
+        self.blocks = nn.ModuleList(
+            Block(width, cfg.num_heads, cfg.mlp_ratio, cfg.qk_norm, cross_attention=has_text)
+            for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(width, eps=NORM_EPS)
+        self._init_backbone()
+        self.head = DiffusionHead(cfg.token_dim, width, cfg.head_depth, cfg.head_width,
+                                  cfg.num_train_timesteps, cfg.num_sampling_steps)
+
+    def _init_backbone(self) -> None:
+        """Xavier-uniform linears with zero bias, N(0, 0.02) learned tokens (MAR's init)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        nn.init.normal_(self.mask_token, std=0.02)
+        if self.null_text is not None:
+            nn.init.normal_(self.null_text, std=0.02)
+
+    # ----------------------------------------------------------------- conditioning and backbone
+    def encode_context(self, captions: Optional[Sequence[str]], batch_size: int,
+                       drop: Optional[torch.Tensor] = None):
+        """Projected text (B, Lt, W) and mask (B, Lt); `drop` (B,) bool selects the null embedding."""
+        if self.text_encoder is None:
+            return None, None
+        device = self.null_text.device
+        if captions is None:  # unconditional: every sample gets the null embedding
+            captions, drop = [""] * batch_size, torch.ones(batch_size, dtype=torch.bool, device=device)
+        if len(captions) != batch_size:
+            raise ValueError(f"{len(captions)} captions for a batch of {batch_size}")
+        features, valid = self.text_encoder(captions)
+        context = self.text_proj(features)
+        if drop is not None:  # torch.where keeps the null embedding in the graph (DDP-safe)
+            drop = drop.to(device)
+            context = torch.where(drop[:, None, None], self.null_text.to(context.dtype), context)
+            valid = valid | drop[:, None]
+        return context, valid
+
+    def new_cache(self, batch_size: int, num_frames: int, tokens_per_frame: int) -> KVCache:
+        """An empty KV cache able to hold `num_frames` frames for this model."""
+        ref = self.mask_token
+        return KVCache(self.cfg.depth, batch_size, self.cfg.num_heads, num_frames * tokens_per_frame,
+                       self.cfg.head_dim, device=ref.device, dtype=ref.dtype)
+
+    def backbone(self, tokens: torch.Tensor, mask: Optional[torch.Tensor], frame_offset: int,
+                 context=None, context_mask=None, cache: Optional[KVCache] = None,
+                 commit: bool = False, causal: Optional[bool] = None) -> torch.Tensor:
+        """Transformer features for tokens (B, F, h, w, D) of frames frame_offset.. -> (B, F, h*w, W).
+
+        mask (B, F, h*w) bool marks masked tokens. With a cache, earlier frames come from it (and
+        must be exactly the frames < frame_offset); `commit=True` appends these frames to it.
+        """
+        batch, num_frames, height, width_tokens, _ = tokens.shape
+        per_frame = height * width_tokens
+        causal = self.cfg.attn == "causal" if causal is None else causal
+        if context is None and self.text_encoder is not None:  # no caption: the null embedding
+            context, context_mask = self.encode_context(None, batch)
+        x = self.token_embed(tokens.reshape(batch, num_frames, per_frame, -1))
+        if mask is not None:
+            x = torch.where(mask[..., None], self.mask_token.to(x.dtype), x)
+        x = x.reshape(batch, num_frames * per_frame, -1)  # frame-major sequence
+        positions = grid_positions(frame_offset, num_frames, height, width_tokens, x.device)
+        cos, sin = rope_tables(positions, self.cfg.rope_axes, self.cfg.rope_base)
+        attn_mask = None
+        if causal and num_frames > 1:
+            attn_mask = block_causal_mask(num_frames, per_frame, x.device)
+        if cache is not None:
+            if cache.length != frame_offset * per_frame:
+                raise RuntimeError(f"KV cache holds {cache.length} tokens but frame_offset="
+                                   f"{frame_offset} needs {frame_offset * per_frame}")
+            if attn_mask is not None and cache.length:  # every query sees all cached frames
+                seen = torch.ones(attn_mask.shape[0], cache.length, dtype=torch.bool, device=x.device)
+                attn_mask = torch.cat([seen, attn_mask], dim=1)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cos, sin, attn_mask, context, context_mask, cache, layer)
+        if cache is not None and commit:
+            cache.commit(num_frames * per_frame)
+        return self.norm(x).reshape(batch, num_frames, per_frame, -1)
+
+    # ----------------------------------------------------------------- training objective
+    def sample_train_draws(self, batch_size: int, num_frames: int, grid: tuple[int, int],
+                           generator: torch.Generator) -> TrainDraws:
+        """Draw target frame, mask ratio, orders, condition dropout, timesteps and noise."""
+        cfg, device = self.cfg, generator.device
+        per_frame = grid[0] * grid[1]
+        if num_frames < 2:
+            raise ValueError("the next-frame diffusion loss needs clips of at least 2 frames")
+        if cfg.attn == "causal":
+            target = int(torch.randint(1, num_frames, (), generator=generator, device=device))
+            maskable = per_frame
+        else:
+            if cfg.num_cond_frames >= num_frames:
+                raise ValueError(f"num_cond_frames={cfg.num_cond_frames} leaves no frame to "
+                                 f"generate in a {num_frames}-frame clip")
+            target, maskable = -1, (num_frames - cfg.num_cond_frames) * per_frame
+        ratio = sample_mask_ratio(generator, cfg.mask_ratio_min, cfg.mask_ratio_std)
+        num_masked = num_masked_tokens(maskable, ratio)
+        orders = random_orders(batch_size, maskable, generator)
+        drop = torch.rand(batch_size, generator=generator, device=device) < cfg.cond_drop_prob
+        shape = (batch_size, cfg.diffusion_batch_mul, num_masked)
+        timesteps = torch.randint(0, cfg.num_train_timesteps, shape, generator=generator, device=device)
+        noise = torch.randn(*shape, cfg.token_dim, generator=generator, device=device)
+        return TrainDraws(target, num_masked, orders, drop, timesteps, noise)
+
+    def forward(self, tokens: torch.Tensor, captions: Optional[Sequence[str]],
+                draws: TrainDraws) -> torch.Tensor:
+        """Next-frame diffusion loss (causal) or joint masked loss (full) for tokens (B, T, h, w, D)."""
+        batch, num_frames, height, width_tokens, dim = tokens.shape
+        per_frame = height * width_tokens
+        draws = draws.to(tokens.device)
+        # 1. Which tokens are masked: frame f only (causal) or every generated frame (full).
+        if self.cfg.attn == "causal":
+            tokens = tokens[:, : draws.target_frame + 1]  # frames after f cannot matter
+            first = draws.target_frame
+        else:
+            first = self.cfg.num_cond_frames
+        num_frames = tokens.shape[1]
+        masked = mask_by_order(draws.orders, draws.num_masked)  # (B, N) over frames first..
+        mask = torch.zeros(batch, num_frames, per_frame, dtype=torch.bool, device=tokens.device)
+        mask[:, first:] = masked.view(batch, num_frames - first, per_frame)
+        # 2. Conditioning with dropout to the learned null embedding.
+        context, context_mask = self.encode_context(captions, batch, draws.cond_drop)
+        # 3. Backbone over the (truncated) clip.
+        features = self.backbone(tokens, mask, 0, context, context_mask)  # (B, F, S, W)
+        # 4. Gather the masked tokens (same count per sample) and their conditions.
+        z = features[mask].view(batch, 1, draws.num_masked, -1)
+        target = tokens.reshape(batch, num_frames, per_frame, dim)[mask]
+        target = target.view(batch, 1, draws.num_masked, dim)
+        mul = draws.timesteps.shape[1]
+        # 5. Diffusion loss with `diffusion_batch_mul` independent (t, eps) per token.
+        losses = self.head.loss(target.expand(-1, mul, -1, -1).reshape(-1, dim),
+                                z.expand(-1, mul, -1, -1).reshape(-1, z.shape[-1]),
+                                draws.timesteps.reshape(-1), draws.noise.reshape(-1, dim))
+        return losses.mean()
+
+    def loss(self, tokens: torch.Tensor, captions: Optional[Sequence[str]],
+             generator: torch.Generator) -> torch.Tensor:
+        """Convenience: draw this batch's randomness from `generator`, then `forward`."""
+        draws = self.sample_train_draws(tokens.shape[0], tokens.shape[1], tokens.shape[2:4], generator)
+        return self(tokens, captions, draws)
+
+    def num_params(self, exclude_head: bool = False) -> int:
+        return sum(p.numel() for name, p in self.named_parameters()
+                   if not (exclude_head and name.startswith("head.")))

@@ -1,0 +1,362 @@
+"""Training loop: AdamW, linear warmup then constant lr, EMA, grad clipping, atomic checkpoints, DDP.
+
+Follows the MAR / VideoMAR engine (github.com/LTH14/mar `engine_mar.py`, `util/lr_sched.py`,
+`util/misc.py:add_weight_decay`; notes in ../shared/reference/videomar.md 2.11 and 5.9) with one
+change of substance: nothing reads the global RNG. Every random choice of a step (which clips, and
+the model's draws: target frame, mask ratio, orders, condition dropout, diffusion t and noise) is a
+pure function of (seed, step), so a resumed run continues bit-exactly and a W-process DDP step
+takes its slice of the same global batch and draws as the 1-process step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
+
+from core.config import TrainConfig
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_VERSION = 1
+HEAD_PREFIX = "head."  # the per-token diffusion head: no weight decay (MAR: 'diffloss' in name)
+NO_DECAY_KEYS = ("mask_token", "null", "embed")  # learned embeddings, matched on the own name
+LOSS_TAIL_FRACTION = 0.1  # summary train_loss = mean loss of this last fraction of the steps
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or does not fit this run; the message names the file."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss (or gradient norm) became NaN/inf; the message names the step."""
+
+
+def derive_seed(seed: int, stream: str, index: int) -> int:
+    """A 63-bit seed for item `index` (epoch, step) of the named random stream of a run."""
+    digest = hashlib.blake2b(f"{stream}:{seed}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel wrapper (or the module itself)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size); (0, 1) without an initialized process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate of 0-based `step`: linear warmup to cfg.lr over warmup_steps, then constant.
+
+    Warmup step s uses lr * (s + 1) / warmup_steps: MAR ramps from 0 over fractional epochs;
+    starting at lr / warmup_steps avoids a wasted zero-lr first step.
+    """
+    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    return cfg.lr
+
+
+def no_weight_decay_names(model: nn.Module) -> set[str]:
+    """Trainable parameters AdamW must not decay (MAR's add_weight_decay, extended).
+
+    1-D tensors (biases, norm gains), the diffusion head (`head.`), nn.Embedding tables, parameters
+    whose own name contains mask_token / null / embed (pos_embed, null_text) and what
+    `model.no_weight_decay()` lists. A Linear weight in a module named `*embed*` is a projection
+    (MAR's z_proj), not an embedding table, and keeps its decay.
+    """
+    model = unwrap(model)
+    extra = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    names = set()
+    for mod_name, module in model.named_modules():
+        for own_name, p in module.named_parameters(recurse=False):
+            name = f"{mod_name}.{own_name}" if mod_name else own_name
+            if p.requires_grad and (
+                    p.ndim <= 1 or name.startswith(HEAD_PREFIX) or isinstance(module, nn.Embedding)
+                    or any(k in own_name for k in NO_DECAY_KEYS) or name in extra):
+                names.add(name)
+    return names
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW(lr, betas=(beta1, beta2)) with a decayed group and a weight_decay=0 group."""
+    skip = no_weight_decay_names(model)
+    groups = [{"params": [], "weight_decay": cfg.weight_decay}, {"params": [], "weight_decay": 0.0}]
+    for name, p in unwrap(model).named_parameters():
+        if p.requires_grad:
+            groups[name in skip]["params"].append(p)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr_at(0, cfg),
+                             betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+
+
+class EMA:
+    """ema = d * ema + (1 - d) * param over trainable parameters; starts from the current ones and
+    has no bias correction (MAR)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay, self.num_updates = float(decay), 0
+        self.shadow = {n: p.detach().clone() for n, p in self._params(model)}
+
+    @staticmethod
+    def _params(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in unwrap(model).named_parameters() if p.requires_grad]
+
+    def to(self, device) -> "EMA":
+        self.shadow = {n: t.to(device) for n, t in self.shadow.items()}
+        return self
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for name, p in self._params(model):
+            self.shadow[name].mul_(self.decay).add_(p.detach(), alpha=1.0 - self.decay)
+        self.num_updates += 1
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "num_updates": self.num_updates,
+                "shadow": {n: t.clone() for n, t in self.shadow.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        if diff := sorted(set(state["shadow"]) ^ set(self.shadow)):
+            raise KeyError(f"EMA state and model parameters differ: {diff[:5]}")
+        self.decay, self.num_updates = float(state["decay"]), int(state["num_updates"])
+        for name, t in state["shadow"].items():
+            self.shadow[name].copy_(t)
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        """Overwrite the model's trainable parameters with the EMA weights."""
+        for name, p in self._params(model):
+            p.copy_(self.shadow[name])
+
+    @contextlib.contextmanager
+    def swapped(self, model: nn.Module):
+        """`with ema.swapped(model):` runs with the EMA weights, then restores the live ones."""
+        live = {n: p.detach().clone() for n, p in self._params(model)}
+        self.copy_to(model)
+        try:
+            yield model
+        finally:
+            with torch.no_grad():
+                for name, p in self._params(model):
+                    p.copy_(live[name])
+
+
+class StepBatchSampler(Sampler):
+    """This rank's dataset indices for global steps start..stop-1, one list per step.
+
+    The index stream concatenates per-epoch permutations (epoch e: randperm with a generator seeded
+    by derive_seed(seed, "data", e)); global step s takes stream positions [s*B, (s+1)*B), and rank
+    r of W the contiguous slice [r*B/W, (r+1)*B/W) of those.
+    """
+
+    def __init__(self, num_items: int, seed: int, global_batch: int, start: int, stop: int,
+                 rank: int = 0, world: int = 1):
+        if global_batch % world:
+            raise ValueError(f"train.batch_size={global_batch} (the global batch) is not divisible "
+                             f"by the DDP world size {world}")
+        if num_items < 1:
+            raise ValueError("the training dataset is empty")
+        self.n, self.seed, self.B, self.start, self.stop = num_items, seed, global_batch, start, stop
+        self.b, self.rank = global_batch // world, rank
+        self._perms: dict[int, list[int]] = {}
+
+    def _epoch(self, e: int) -> list[int]:
+        if e not in self._perms:
+            if len(self._perms) > 2:  # steps move forward: drop the oldest epoch
+                self._perms.pop(min(self._perms))
+            g = torch.Generator().manual_seed(derive_seed(self.seed, "data", e))
+            self._perms[e] = torch.randperm(self.n, generator=g).tolist()
+        return self._perms[e]
+
+    def indices(self, step: int) -> list[int]:
+        first = step * self.B + self.rank * self.b
+        return [self._epoch(p // self.n)[p % self.n] for p in range(first, first + self.b)]
+
+    def __iter__(self):
+        return (self.indices(step) for step in range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+def collate(items: list[dict]) -> dict:
+    """What a step needs: video (B,T,3,H,W) and captions list[str] (None if items have none)."""
+    captions = [it.get("caption") for it in items]
+    return {"video": torch.stack([it["video"] for it in items]),
+            "caption": None if all(c is None for c in captions) else [c or "" for c in captions]}
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """torch.save to a temp file in the same directory, fsync, then os.replace (atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """The checkpoint dict at `path`; a CheckpointError naming the file if it cannot be read."""
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated file, not a torch file, unpickling error, ...
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e} "
+                              f"(delete it to start over, or pass resume=False)") from e
+    if not isinstance(ckpt, dict) or "step" not in ckpt:
+        raise CheckpointError(f"{path} is not a training checkpoint (no 'step' entry)")
+    return ckpt
+
+
+def load_checkpoint(path: str | Path, model: nn.Module | None = None, ema: EMA | None = None,
+                    optimizer: torch.optim.Optimizer | None = None, map_location="cpu") -> dict:
+    """Load `path` into model / EMA / optimizer (each optional); returns the checkpoint dict."""
+    ckpt = read_checkpoint(path, map_location)
+    try:
+        if model is not None:
+            unwrap(model).load_state_dict(ckpt["model"])
+        if ema is not None:
+            ema.load_state_dict(ckpt["ema"])
+        if optimizer is not None:
+            optimizer.load_state_dict(ckpt["optimizer"])
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path} does not fit this model/run: {e}") from e
+    return ckpt
+
+
+def _resume(path: Path, model, ema, optimizer, cfg: TrainConfig, seed: int, device) -> dict:
+    """Check that `path` continues this run (same seed and global batch), then load it."""
+    ckpt = read_checkpoint(path, map_location=device)
+    saved = (ckpt.get("seed"), ckpt.get("config", {}).get("batch_size"))
+    if saved != (seed, cfg.batch_size):
+        raise CheckpointError(f"checkpoint {path} has (seed, batch_size)={saved}, this run "
+                              f"{(seed, cfg.batch_size)}: resuming would not continue the same run")
+    return load_checkpoint(path, model, ema, optimizer, map_location=device)
+
+
+def _step(net, raw, optimizer, batch, cfg: TrainConfig, seed: int, step: int, device,
+          rank: int, world: int) -> tuple[float, float]:
+    """One optimisation step on this rank's slice -> (global mean loss, grad norm)."""
+    video = batch["video"].to(device, non_blocking=True)  # (b, T, 3, H, W) in [0, 1]
+    b = video.shape[0]
+    with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda" and cfg.bf16):
+        with torch.no_grad():
+            tokens = raw.tokenizer.encode(video).float()  # (b, T, h, w, D)
+        # All randomness of the step, drawn for the whole global batch; keep this rank's slice.
+        g = torch.Generator().manual_seed(derive_seed(seed, "draws", step))
+        draws = raw.sample_train_draws(b * world, tokens.shape[1], tuple(tokens.shape[2:4]), g)
+        loss = net(tokens, batch["caption"], draws.slice(rank * b, (rank + 1) * b))
+    # Per-rank losses are means over equal token counts, so their mean is the global loss. One
+    # all-reduce gives the logged value and makes every rank stop together on NaN/inf.
+    global_loss = loss.detach().float().clone()
+    if world > 1:
+        dist.all_reduce(global_loss)
+        global_loss /= world
+    global_loss = global_loss.item()
+    if not math.isfinite(global_loss):
+        raise NonFiniteLossError(f"non-finite training loss {global_loss} at step {step} "
+                                 f"(the last checkpoint, if any, is kept)")
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, cfg)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()  # DDP averages over ranks = the 1-process gradient of the global batch
+    params = [p for p in raw.parameters() if p.requires_grad]
+    grad_norm = nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+    grad_norm = grad_norm.item()
+    if not math.isfinite(grad_norm):  # identical on all ranks (gradients already averaged)
+        raise NonFiniteLossError(f"non-finite gradient norm {grad_norm} at step {step} "
+                                 f"(the last checkpoint, if any, is kept)")
+    optimizer.step()
+    return global_loss, grad_norm
+
+
+def train(model: nn.Module, dataset, cfg: TrainConfig, *, seed: int, out_dir: str | Path | None,
+          device=None, resume: bool = True, progress: bool = True, ema: EMA | None = None) -> dict:
+    """Train `model` (a VideoMAR) on `dataset` up to global step cfg.steps; returns a summary.
+
+    Rank 0 writes out_dir/checkpoint.pt every cfg.ckpt_every steps and at the end; with `resume`
+    an existing checkpoint is continued. Under an initialized torch.distributed group the model is
+    wrapped in DDP and each rank trains on its batch_size / world slice of the global batch. Pass
+    `ema=EMA(model, cfg.ema_decay)` to keep the EMA weights. The summary is plain data: train_loss,
+    losses, grad_norms, steps, wall_time_s, steps_per_s (this call), resumed_from, world_size.
+    """
+    t0 = time.perf_counter()
+    rank, world = dist_info()
+    if device is None:  # under torchrun each process drives the GPU of its LOCAL_RANK
+        device = (f"cuda:{os.environ.get('LOCAL_RANK', torch.cuda.current_device())}"
+                  if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    raw = unwrap(model).to(device).train()
+    if isinstance(getattr(raw, "tokenizer", None), nn.Module):  # only used under no_grad
+        raw.tokenizer.requires_grad_(False)
+    optimizer = build_optimizer(raw, cfg)
+    ema = ema.to(device) if ema is not None else EMA(raw, cfg.ema_decay)
+    ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
+    start, losses, grad_norms, resumed_from = 0, [], [], None
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        ckpt = _resume(ckpt_path, raw, ema, optimizer, cfg, seed, device)
+        start = resumed_from = int(ckpt["step"])
+        losses, grad_norms = list(ckpt["losses"]), list(ckpt["grad_norms"])
+    sampler = StepBatchSampler(len(dataset), seed, cfg.batch_size, start, cfg.steps, rank, world)
+    # The generator only seeds worker processes; batches come from the sampler alone.
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                        generator=torch.Generator().manual_seed(derive_seed(seed, "loader", start)))
+    ddp = dist.is_available() and dist.is_initialized()
+    # Every trainable parameter enters each loss (the model selects the null text embedding with
+    # torch.where), so DDP needs no unused-parameter search.
+    net = nn.parallel.DistributedDataParallel(
+        raw, device_ids=[device.index] if device.type == "cuda" else None) if ddp else raw
+
+    def checkpoint(step: int) -> None:
+        if ckpt_path is not None and rank == 0:
+            save_checkpoint(ckpt_path, {
+                "version": CHECKPOINT_VERSION, "step": step, "seed": seed, "world_size": world,
+                "model": raw.state_dict(), "ema": ema.state_dict(),
+                "optimizer": optimizer.state_dict(), "losses": losses, "grad_norms": grad_norms,
+                "config": dataclasses.asdict(cfg)})
+        if ckpt_path is not None and ddp:
+            dist.barrier()  # nobody runs ahead of (or exits before) a complete checkpoint
+
+    t_loop = time.perf_counter()
+    with tqdm(total=cfg.steps, initial=start, desc="train", dynamic_ncols=True,
+              disable=not progress or rank != 0) as bar:
+        for step, batch in enumerate(loader, start=start):
+            loss, grad_norm = _step(net, raw, optimizer, batch, cfg, seed, step, device, rank, world)
+            ema.update(raw)
+            losses.append(loss)
+            grad_norms.append(grad_norm)
+            bar.update(1)
+            if (step + 1) % max(1, cfg.log_every) == 0:
+                bar.set_postfix(loss=f"{loss:.4f}", gnorm=f"{grad_norm:.2f}")
+            if cfg.ckpt_every > 0 and (step + 1) % cfg.ckpt_every == 0 and step + 1 < cfg.steps:
+                checkpoint(step + 1)
+    loop_s, done = time.perf_counter() - t_loop, len(losses) - start
+    if done > 0 or resumed_from is None:
+        checkpoint(len(losses))
+    tail = losses[-max(1, math.ceil(LOSS_TAIL_FRACTION * len(losses))):]
+    return {"train_loss": sum(tail) / len(tail) if tail else math.nan, "losses": losses,
+            "grad_norms": grad_norms, "steps": len(losses), "wall_time_s": time.perf_counter() - t0,
+            "steps_per_s": done / loop_s if done > 0 else 0.0, "resumed_from": resumed_from,
+            "world_size": world}

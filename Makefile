@@ -79,7 +79,7 @@ lab: notebooks  ## start jupyter lab in notebooks/
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
 lock: | $(UV)  ## re-resolve requirements.lock (all platforms, Python >= 3.11; no vbench)
-	$(UV) pip compile pyproject.toml $(addprefix --extra ,$(LOCK_EXTRAS)) --universal \
+	$(UV) pip compile -q pyproject.toml $(addprefix --extra ,$(LOCK_EXTRAS)) --universal \
 	  --python-version 3.11 --no-annotate -o requirements.lock
 
 clean:  ## remove caches and build debris (keeps .venv, runs and tables)

@@ -82,7 +82,7 @@ def run(cfg: RunConfig) -> dict:
     resolved = dataclasses.asdict(cfg)
     git = git_info(ROOT)
     identity = {k: v for k, v in resolved.items() if k not in IO_KEYS}
-    rid = run_id(identity, git["commit"])
+    rid = run_id(identity, git["code"])  # commit + hash of any uncommitted diff
     results = _resolve(cfg.results)
     existing = None if cfg.force else find_ok_row(results, rid)
     if existing is not None:

@@ -43,7 +43,7 @@ class Table:
 
 
 def latest_per_run(rows: list[dict]) -> list[dict]:
-    """The last row of each run_id; an ok row beats failed ones, so forced reruns do not double n."""
+    """The last row per run_id; an ok row beats failed ones, so forced reruns do not double n."""
     best: dict = {}
     for i, row in enumerate(rows):
         key = row.get("run_id") or f"#{i}"
@@ -101,12 +101,12 @@ def mean_std(values: list[float]) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def summarize(name: str, rows: list[dict]) -> Table:
-    """Aggregate the rows of one table (already filtered to it) over seeds."""
+def summarize(name: str, rows: list[dict], only: list[str] | None = None) -> Table:
+    """Aggregate the rows of one table (already filtered to it) over seeds; `only` picks metrics."""
     rows = latest_per_run(rows)
     ok = [r for r in rows if r.get("status") == "ok"]
     factor = factor_of(name, rows)
-    metrics = metric_names(ok)
+    metrics = [m for m in metric_names(ok) if only is None or m in only]
     groups: dict = {}
     for r in ok:
         label = value_of(r, factor)
@@ -197,13 +197,13 @@ def plot(t: Table, rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def build(rows: list[dict]) -> dict[str, tuple[Table, list[dict]]]:
+def build(rows: list[dict], only: list[str] | None = None) -> dict[str, tuple[Table, list[dict]]]:
     """table name -> (summary, its rows), from all rows of the results table."""
     by_table: dict[str, list[dict]] = {}
     for r in rows:
         if r.get("kind") in KINDS and r.get("table"):
             by_table.setdefault(str(r["table"]), []).append(r)
-    return {name: (summarize(name, rs), rs) for name, rs in sorted(by_table.items())}
+    return {name: (summarize(name, rs, only), rs) for name, rs in sorted(by_table.items())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("results", nargs="?", default=DEFAULT_RESULTS, help="JSONL results table")
     p.add_argument("--out", help="output directory (default: the results file's directory)")
     p.add_argument("--table", action="append", help="only these tables (repeatable)")
+    p.add_argument("--metrics", help="comma-separated metric columns (default: every numeric one)")
     p.add_argument("--no-plots", action="store_true", help="skip the .png figures")
     args = p.parse_args(argv)
     results = Path(args.results)
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         results = ROOT / DEFAULT_RESULTS  # the default is relative to the repo root
     out = Path(args.out) if args.out else results.parent
     command = " ".join(["python bench/make_tables.py", *argv])
-    tables = build(read_rows(results))
+    tables = build(read_rows(results), args.metrics.split(",") if args.metrics else None)
     if args.table:
         tables = {k: v for k, v in tables.items() if k in args.table}
     if not tables:

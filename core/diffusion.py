@@ -27,7 +27,6 @@ import math
 from typing import Optional, Tuple
 
 import torch
-from diffusers import DDPMScheduler
 from torch import Tensor
 
 COSINE_SCHEDULE = "squaredcos_cap_v2"  # diffusers name of the improved-DDPM cosine schedule
@@ -43,6 +42,7 @@ _TENSORS = (
 
 def cosine_betas(num_timesteps: int = 1000) -> Tensor:
     """Cosine-schedule betas (T,) float64, taken from diffusers' DDPMScheduler (stored float32)."""
+    from diffusers import DDPMScheduler  # lazy: importing diffusers costs seconds per process
     with torch.device("cpu"):  # constant data: ignore any default-device context (e.g. meta)
         scheduler = DDPMScheduler(num_train_timesteps=num_timesteps, beta_schedule=COSINE_SCHEDULE)
     return scheduler.betas.to(torch.float64)

@@ -3,8 +3,8 @@
 Every training, evaluation and bench job appends exactly one row to `RunConfig.results`
 (default `paper_tables/runs.jsonl`); `bench/make_tables.py` and the notebooks only read it.
 Pattern: lm-evaluation-harness result records + nanochat's `run_exists` idempotence
-(see ../shared/reference/aesthetics.md 4.3 and 4.5). Standard library only: importing this module
-never imports torch (hardware_info does, lazily).
+(see ../shared/reference/aesthetics.md 4.3 and 4.5). This file uses the standard library only
+(hardware_info imports torch lazily), so it can also be loaded on its own, without core/__init__.
 
 Row schema (keys sorted on write; `?` = optional):
     run_id       str   run_id(config, code version): 12 hex chars, same config + code => same id
@@ -16,7 +16,7 @@ Row schema (keys sorted on write; `?` = optional):
     factor?      str   name of the flat column that labels this row in its table, e.g. "attn"
     preset       str   model size preset, e.g. "tiny"
     seed         int   RunConfig.seed; seeds? dict of derived generator seeds
-    attn, ...          flat copies of the key config values (the factor columns), for grep and pandas
+    attn, ...          flat copies of key config values (the factor columns), for grep and pandas
     config       dict  the full resolved RunConfig as nested JSON
     commit       str   git commit of the code ("unknown" outside a git checkout)
     dirty        bool  uncommitted changes outside paper_tables/ when the run started
@@ -160,7 +160,7 @@ def utc_now() -> str:
 
 
 def _json_default(obj: Any) -> Any:
-    """JSON for the non-JSON values runs tend to produce (numpy/torch scalars, paths, dataclasses)."""
+    """JSON for the values runs tend to produce: numpy/torch scalars, paths, dataclasses."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return dataclasses.asdict(obj)
     if hasattr(obj, "tolist"):  # numpy arrays/scalars, torch tensors

@@ -67,7 +67,8 @@ def test_damaged_lines_are_skipped_and_reported(tmp_path):
     assert [d.lineno for d in damaged] == [2, 3, 4]
     assert all(d.path == str(table) for d in damaged)
 
-    with pytest.warns(UserWarning, match=r"runs\.jsonl: skipped 3 damaged line\(s\) \(line 2, 3, 4\)"):
+    expected = r"runs\.jsonl: skipped 3 damaged line\(s\) \(line 2, 3, 4\)"
+    with pytest.warns(UserWarning, match=expected):
         assert [r["run_id"] for r in read_rows(table)] == ["a", "c"]
     with pytest.raises(ValueError, match="line 2, 3, 4"):
         read_rows(table, on_damaged="raise")
@@ -111,7 +112,8 @@ def test_run_id_is_canonical():
     assert len(rid) == 12 and int(rid, 16) >= 0
     assert run_id(reordered, "abc") == rid
     # I/O keys do not change what is computed
-    io_changed = {**config, "results": "b.jsonl", "out_dir": "elsewhere", "force": True, "threads": 1}
+    io_changed = {**config, "results": "b.jsonl", "out_dir": "elsewhere", "force": True,
+                  "threads": 1}
     assert run_id(io_changed, "abc") == rid
     # config values and the code version do
     assert run_id({**config, "model": {"attn": "full", "width": 96}}, "abc") != rid

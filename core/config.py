@@ -182,7 +182,7 @@ class DataConfig:
 class TrainConfig:
     """Optimisation (AdamW, linear warmup then constant lr as in MAR, EMA, grad clipping)."""
 
-    steps: int = 200
+    steps: int = 500
     batch_size: int = 8
     lr: float = 1e-3
     warmup_steps: int = 20

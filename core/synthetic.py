@@ -134,7 +134,7 @@ def _bounce(start: np.ndarray, vel: np.ndarray, lo: np.ndarray, hi: np.ndarray,
 
 def _band(u: torch.Tensor, period: float) -> torch.Tensor:
     """Signed distance (pixels) to the nearest edge of a square wave of `period`; > 0 inside."""
-    phase = torch.frac(u / period)
+    phase = torch.remainder(u / period, 1.0)
     return (0.25 - (phase - 0.5).abs()) * period
 
 

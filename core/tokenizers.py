@@ -44,7 +44,7 @@ def _unpatchify(tokens: torch.Tensor, p: int, channels: int) -> torch.Tensor:
 
 
 class _Unregistered:
-    """Holds a frozen module outside nn.Module registration: shared on deepcopy, dropped on pickle."""
+    """A frozen module kept out of nn.Module registration; deepcopy shares it, pickle drops it."""
 
     def __init__(self) -> None:
         self.module: Optional[nn.Module] = None
@@ -57,7 +57,7 @@ class _Unregistered:
 
 
 class Tokenizer(nn.Module):
-    """Base class: video (B,T,C,H,W) in [0,1] <-> tokens (B,T,H/s,W/s,token_dim), s = spatial_stride."""
+    """Base class: video (B,T,C,H,W) in [0,1] <-> tokens (B,T,H/s,W/s,D), s = spatial_stride."""
 
     LATENT_SCALE: float = 1.0
 
@@ -76,7 +76,8 @@ class Tokenizer(nn.Module):
         s = self.spatial_stride
         if height % s or width % s:
             raise ValueError(f"video size {height}x{width} is not divisible by the tokenizer's "
-                             f"spatial stride {s}: change data.height/width or tokenizer.patch_size")
+                             f"spatial stride {s}: change data.height/width or "
+                             "tokenizer.patch_size")
         return height // s, width // s
 
     def _check_video(self, video: torch.Tensor) -> None:
@@ -171,10 +172,11 @@ class VAETokenizer(Tokenizer):
                              f"factor {downsample}, but the config says tokenizer."
                              f"vae_latent_channels={self.cfg.vae_latent_channels} and tokenizer."
                              f"vae_downsample={self.cfg.vae_downsample}: set tokenizer."
-                             f"vae_latent_channels={channels} tokenizer.vae_downsample={downsample}")
+                             f"vae_latent_channels={channels} "
+                             f"tokenizer.vae_downsample={downsample}")
 
     def load(self) -> nn.Module:
-        """Load (once), validate and freeze the AutoencoderKL; errors name missing files and the fix."""
+        """Load (once), check and freeze the AutoencoderKL; errors name missing files and fixes."""
         if self._vae.module is not None:
             return self._vae.module
         if not self.cfg.vae_path:
@@ -211,7 +213,7 @@ class VAETokenizer(Tokenizer):
     @torch.no_grad()
     def encode(self, video: torch.Tensor, generator: Optional[torch.Generator] = None
                ) -> torch.Tensor:
-        """Maps video (B,T,C,H,W) in [0,1] -> tokens (B,T,H/s,W/s,D); posterior mean unless sampling."""
+        """Maps video (B,T,C,H,W) in [0,1] -> tokens (B,T,H/s,W/s,D); posterior mean or sample."""
         self._check_video(video)
         vae = self._vae_like(video)
         b = video.shape[0]

@@ -14,8 +14,8 @@ usable files every split uses all files (a tiny folder is a smoke test, not a be
 Items: a clip of num_frames frames, every frame_stride-th decoded frame, starting at frame 0 for
 val/test and at a start drawn from numpy Generator([seed, index]) for train. Frames are resized so
 that the video covers the target (the shorter side relative to the target aspect becomes the target
-size; torch bilinear with antialias) and then cropped to height x width: centre crop, or for train
-(`random_crop`, default on for train) a crop position from the same generator. Decoding seeks close
+size; torch bilinear with antialias) and then cropped to height x width: a centre crop, except for
+train with `random_crop` (default True), where the crop position comes from the same generator. Decoding seeks close
 to the start frame for long videos and stops as soon as the last needed frame is read. The caption
 is the file stem with separators replaced by spaces; `gt` is empty.
 """
@@ -231,9 +231,9 @@ class VideoFolder(Dataset):
             start = max(0, seen + 1 - self.span)
             frames, seen = _read_frames(path, [start + k * stride for k in range(num)])
         if len(frames) < num:
-            raise RuntimeError(f"{path}: decoded only {seen + 1} frames, fewer than the {self.span} "
-                               "a clip needs although its metadata promised more; re-encode or "
-                               "remove the file")
+            raise RuntimeError(f"{path}: decoded only {seen + 1} frames, fewer than the "
+                               f"{self.span} a clip needs although its metadata promised more; "
+                               "re-encode or remove the file")
         video = self._resize_crop(frames, rng if self.random_crop else None)
         return {"video": video, "caption": _caption_from_name(path), "index": index,
                 "seed": self.seed, "gt": {}}

@@ -17,7 +17,6 @@ import dataclasses
 import sys
 import time
 import traceback
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,15 +30,13 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from core.config import PRESETS, RunConfig  # noqa: E402
-from core.data import build_dataset  # noqa: E402
+from core.data import build_dataset, describe_dataset  # noqa: E402
 from core.evaluate import heldout_loss, score_samples  # noqa: E402
 from core.model import VideoMAR  # noqa: E402
-from core.results import append_row, find_ok_row, git_info, hardware_info, run_id  # noqa: E402
+from core.results import append_row, find_ok_row, git_info, make_row, run_id  # noqa: E402
 from core.train import EMA, train  # noqa: E402
 
 RUN_IDS_FILE = "run_ids.txt"  # per sweep: which rows belong to it (read by ablations/summary.py)
-# Keys that do not change what a run computes, left out of its identity.
-IO_KEYS = ("results", "out_dir", "force", "threads")
 
 
 def register_configs() -> None:
@@ -81,8 +78,7 @@ def run(cfg: RunConfig) -> dict:
     """Train, sample and evaluate one configuration; append and return its results row."""
     resolved = dataclasses.asdict(cfg)
     git = git_info(ROOT)
-    identity = {k: v for k, v in resolved.items() if k not in IO_KEYS}
-    rid = run_id(identity, git["code"])  # commit + hash of any uncommitted diff
+    rid = run_id(resolved, git["code"])  # config minus I/O keys + commit (+ hash of a dirty diff)
     results = _resolve(cfg.results)
     existing = None if cfg.force else find_ok_row(results, rid)
     if existing is not None:
@@ -93,19 +89,16 @@ def run(cfg: RunConfig) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    row = {"run_id": rid, "kind": "train", "ablation": cfg.ablation, "table": cfg.table,
-           "factor": cfg.ablation, "attn": cfg.model.attn, "preset": cfg.preset, "seed": cfg.seed,
-           "config": resolved, "commit": git["commit"], "dirty": git["dirty"],
-           "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "hardware": hardware_info(), "torch_version": torch.__version__,
-           "out_dir": str(out_dir)}
     start = time.perf_counter()
+    status, metrics, extra = "failed", {}, {"out_dir": str(out_dir)}
     try:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model = VideoMAR(cfg.model, seed=cfg.seed).to(device)
         ema = EMA(model, cfg.train.ema_decay)
-        summary = train(model, build_dataset(cfg.data, "train", seed=cfg.seed), cfg.train,
-                        seed=cfg.seed, out_dir=out_dir, device=device, ema=ema)
+        train_set = build_dataset(cfg.data, "train", seed=cfg.seed)
+        extra["data"] = describe_dataset(train_set)
+        summary = train(model, train_set, cfg.train, seed=cfg.seed, out_dir=out_dir,
+                        device=device, ema=ema)
         if cfg.eval.use_ema:
             with ema.swapped(model):
                 metrics = _evaluate(model, cfg, out_dir)
@@ -113,14 +106,14 @@ def run(cfg: RunConfig) -> dict:
             metrics = _evaluate(model, cfg, out_dir)
         metrics.update(train_loss=summary["train_loss"], train_steps=summary["steps"],
                        steps_per_s=summary["steps_per_s"], params=model.num_params())
-        row.update(status="ok", metrics=metrics)
+        status = "ok"
     except Exception as exc:  # the sweep keeps a row for every run, failed ones included
-        row.update(status="failed", metrics={}, error=f"{type(exc).__name__}: {exc}",
-                   traceback=traceback.format_exc(limit=8))
+        extra.update(error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=8))
         raise
     finally:
-        row["wall_time_s"] = time.perf_counter() - start
-        append_row(results, row)
+        row = make_row(resolved, kind="train", status=status, metrics=metrics, git=git,
+                       wall_time_s=time.perf_counter() - start, factor=cfg.ablation, **extra)
+        row = append_row(results, row)
         _record_in_sweep(rid)
     print(f"[run {rid}] attn={cfg.model.attn} seed={cfg.seed}: "
           + ", ".join(f"{k}={v:.4g}" for k, v in row["metrics"].items() if isinstance(v, float)))

@@ -11,22 +11,20 @@ the source:
 
 `torch.utils.data.default_collate` batches these (videos stack to (B, T, 3, H, W), captions become
 a list of B strings, gt tensors gain a leading batch dimension); `collate` is that function under a
-name of this module so callers need one import. `build_loader` adds a seeded shuffling generator.
+name of this module so callers need one import.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
-import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import Dataset, default_collate
 
 from core.config import DataConfig
 from core.synthetic import SPLITS, SyntheticSprites
 from core.video_folder import VideoFolder
 
-__all__ = ["SPLITS", "build_dataset", "build_loader", "check_split", "collate", "describe_dataset",
-           "fixed_batch", "infinite_batches"]
+__all__ = ["SPLITS", "build_dataset", "check_split", "collate", "describe_dataset"]
 
 
 def check_split(split: str) -> str:
@@ -51,43 +49,6 @@ def build_dataset(cfg: DataConfig, split: str = "train", seed: int = 0) -> Datas
     if cfg.source == "folder":
         return VideoFolder(cfg, split, seed=seed)
     raise ValueError(f"data.source={cfg.source!r}: choose 'synthetic' or 'folder'")
-
-
-def build_loader(cfg: DataConfig, split: str = "train", batch_size: int = 8, seed: int = 0,
-                 shuffle: Optional[bool] = None, num_workers: int = 0,
-                 drop_last: Optional[bool] = None) -> DataLoader:
-    """A DataLoader over build_dataset(cfg, split, seed); train shuffles with a `seed` generator."""
-    dataset = build_dataset(cfg, split, seed)
-    shuffle = (split == "train") if shuffle is None else shuffle
-    if drop_last is None:
-        drop_last = split == "train" and len(dataset) >= batch_size
-    if len(dataset) == 0:
-        raise ValueError(f"the {split} split of data.source={cfg.source} is empty: raise "
-                         f"data.num_{split} (synthetic) or add videos (folder)")
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-                      num_workers=num_workers, collate_fn=collate, generator=generator,
-                      persistent_workers=num_workers > 0)
-
-
-def infinite_batches(loader: DataLoader) -> Iterator[Dict[str, object]]:
-    """Yield batches forever, starting a new (reshuffled) epoch whenever the loader is exhausted."""
-    while True:
-        empty = True
-        for batch in loader:
-            empty = False
-            yield batch
-        if empty:
-            raise ValueError("the loader yields no batches (dataset smaller than the batch size "
-                             "with drop_last=True): lower the batch size or add clips")
-
-
-def fixed_batch(dataset: Dataset, num: int, start: int = 0) -> Dict[str, object]:
-    """Items start..start+num-1 of `dataset` collated (video (num,T,3,H,W)): a fixed eval batch."""
-    if num < 1 or start < 0 or start + num > len(dataset):
-        raise ValueError(f"fixed_batch: items {start}..{start + num - 1} do not fit a dataset of "
-                         f"{len(dataset)} items: lower num or start")
-    return collate([dataset[i] for i in range(start, start + num)])
 
 
 def describe_dataset(dataset: Dataset) -> Dict[str, object]:

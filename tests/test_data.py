@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from core.config import DataConfig
-from core.data import build_dataset, build_loader, check_split, describe_dataset, fixed_batch
+from core.data import build_dataset, check_split, collate, describe_dataset
 from core.synthetic import (COLOR_NAMES, SHAPES, SPLIT_SEED_RANGE, TEXTURES, VOCABULARY,
                             SyntheticSprites, render_clip)
 from core.video_folder import SEEK_MIN_FRAMES, VideoFolder
@@ -154,14 +154,12 @@ def test_dataset_items_collate_into_batches():
     assert torch.equal(ds[-1]["video"], ds[5]["video"])
     with pytest.raises(IndexError):
         ds[6]
-    batch = next(iter(build_loader(cfg, "train", batch_size=4, seed=1)))
+    batch = collate([ds[i] for i in range(4)])
     assert batch["video"].shape == (4, 5, 3, 24, 40) and len(batch["caption"]) == 4
     assert batch["gt"]["positions"].shape == (4, 5, 3, 2)
     assert batch["gt"]["colors"].shape == (4, 3, 3)
     with pytest.raises(ValueError, match="split"):
         check_split("validation")
-    fixed = fixed_batch(ds, 3, start=1)
-    assert torch.equal(fixed["video"][0], ds[1]["video"]) and fixed["index"].tolist() == [1, 2, 3]
     assert describe_dataset(ds)["num_clips"] == 6
 
 

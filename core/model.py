@@ -68,9 +68,10 @@ class VideoMAR(nn.Module):
                  seed: int = 0):
         super().__init__()
         self.cfg = cfg = cfg or ModelConfig()
+        self._rope_tables: dict = {}  # (frames, grid, device) -> (cos, sin); not module state
         # Deterministic init from `seed` without touching the caller's global RNG state.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):  # CPU state only; initialisers draw on the CPU
+            torch.random.default_generator.manual_seed(seed)
             self._build(cfg, tokenizer)
 
     def _build(self, cfg: ModelConfig, tokenizer: Optional[Tokenizer]) -> None:
@@ -120,6 +121,14 @@ class VideoMAR(nn.Module):
             valid = valid | drop[:, None]
         return context, valid
 
+    def _rope(self, frame_offset: int, num_frames: int, height: int, width: int, device):
+        """RoPE cos/sin tables for a frame range, memoised: the sampler asks for the same ones K times."""
+        key = (frame_offset, num_frames, height, width, str(device))
+        if key not in self._rope_tables:
+            positions = grid_positions(frame_offset, num_frames, height, width, device)
+            self._rope_tables[key] = rope_tables(positions, self.cfg.rope_axes, self.cfg.rope_base)
+        return self._rope_tables[key]
+
     def new_cache(self, batch_size: int, num_frames: int, tokens_per_frame: int) -> KVCache:
         """An empty KV cache able to hold `num_frames` frames for this model."""
         ref = self.mask_token
@@ -143,8 +152,7 @@ class VideoMAR(nn.Module):
         if mask is not None:
             x = torch.where(mask[..., None], self.mask_token.to(x.dtype), x)
         x = x.reshape(batch, num_frames * per_frame, -1)  # frame-major sequence
-        positions = grid_positions(frame_offset, num_frames, height, width_tokens, x.device)
-        cos, sin = rope_tables(positions, self.cfg.rope_axes, self.cfg.rope_base)
+        cos, sin = self._rope(frame_offset, num_frames, height, width_tokens, x.device)
         attn_mask = None
         if causal and num_frames > 1:
             attn_mask = block_causal_mask(num_frames, per_frame, x.device)

@@ -115,6 +115,9 @@ def _generate_joint(model, cond, num_frames, cfg, generator, context, context_ma
     current = torch.zeros(batch, total, dim, device=cond.device, dtype=cond.dtype)
     masked = torch.ones(batch, total, dtype=torch.bool, device=cond.device)
     cond_mask = torch.zeros(batch, num_cond, per_frame, dtype=torch.bool, device=cond.device)
+    # Latent clipping applies from the 2nd generated frame on, token by token as they are revealed.
+    clip_range = model.tokenizer.clip_range if cfg.clip_latents else None
+    after_first = (torch.arange(total, device=cond.device) >= per_frame)[None]  # (1, N)
     for still_masked in reveal_schedule(total, cfg.num_iter * num_generated):
         x = torch.cat([cond, current.view(batch, num_generated, height, width, dim)], dim=1)
         m = torch.cat([cond_mask, masked.view(batch, num_generated, per_frame)], dim=1)
@@ -124,10 +127,11 @@ def _generate_joint(model, cond, num_frames, cfg, generator, context, context_ma
         reveal = masked & ~next_masked
         _reveal(model, features, reveal, current, cfg, cfg_at(cfg, total, still_masked),
                 token_temperature[reveal][:, None], generator, batch)  # (n, 1) per-token
+        if clip_range is not None:  # as in the causal path: clipped before later steps see them
+            clip = reveal & after_first
+            current[clip] = current[clip].clamp(*clip_range)
         masked = next_masked
     video = current.view(batch, num_generated, height, width, dim)
-    if cfg.clip_latents and num_generated > 1 and model.tokenizer.clip_range is not None:
-        video[:, 1:] = video[:, 1:].clamp(*model.tokenizer.clip_range)
     return torch.cat([cond, video], dim=1)
 
 

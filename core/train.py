@@ -260,9 +260,9 @@ def _step(net, raw, optimizer, batch, cfg: TrainConfig, seed: int, step: int, de
     """One optimisation step on this rank's slice -> (global mean loss, grad norm)."""
     video = batch["video"].to(device, non_blocking=True)  # (b, T, 3, H, W) in [0, 1]
     b = video.shape[0]
+    with torch.no_grad():  # fp32 encode, exactly as evaluation and sampling encode
+        tokens = raw.tokenizer.encode(video).float()  # (b, T, h, w, D)
     with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda" and cfg.bf16):
-        with torch.no_grad():
-            tokens = raw.tokenizer.encode(video).float()  # (b, T, h, w, D)
         # All randomness of the step, drawn for the whole global batch; keep this rank's slice.
         g = torch.Generator().manual_seed(derive_seed(seed, "draws", step))
         draws = raw.sample_train_draws(b * world, tokens.shape[1], tuple(tokens.shape[2:4]), g)
@@ -307,6 +307,10 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, *, seed: int, out_dir: st
         device = (f"cuda:{os.environ.get('LOCAL_RANK', torch.cuda.current_device())}"
                   if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
+    if device.type == "cuda":
+        if device.index is None:  # "cuda" alone would put every DDP rank on GPU 0
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)  # NCCL collectives use the current device
     raw = unwrap(model).to(device).train()
     if isinstance(getattr(raw, "tokenizer", None), nn.Module):  # only used under no_grad
         raw.tokenizer.requires_grad_(False)

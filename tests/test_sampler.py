@@ -102,3 +102,17 @@ def test_bad_requests_fail_clearly():
     no_text = VideoMAR(tiny(text_dim=0))
     with pytest.raises(ValueError, match="text"):
         sample_video(no_text, first_frame(), 3, cfg_scale=2.0)
+
+
+@pytest.mark.parametrize("attn", ["causal", "full"])
+def test_latents_clipped_from_the_second_generated_frame(attn):
+    from core.sampler import sample_latents
+    model = trained_like(VideoMAR(tiny(attn=attn)))
+    with torch.no_grad():  # push the head's outputs far outside the token range
+        model.head.net.final.linear.bias.add_(3.0)
+    cond = model.tokenizer.encode(first_frame()[:, None])
+    cfg = SamplerConfig(num_iter=3, clip_denoised=False)
+    latents = sample_latents(model, cond, 4, cfg, torch.Generator().manual_seed(0))
+    lo, hi = model.tokenizer.clip_range
+    assert latents[:, 2:].min() >= lo and latents[:, 2:].max() <= hi
+    assert latents[:, 1].abs().max() > hi, "the first generated frame is not clipped (VideoMAR)"

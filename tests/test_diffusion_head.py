@@ -272,17 +272,20 @@ def test_head_runs_in_the_dtype_of_z():
 
 
 def test_tiny_head_learns_conditional_means():
-    """200 Adam steps on two conditional Gaussians; sample means land on the right modes.
+    """400 Adam steps on two conditional Gaussians; sample means land on the right modes.
 
     Sampling uses clip_x0=3: unclipped, the first cosine step multiplies eps errors by ~600
     (1/sqrt(abar_999) ~ 2e4), which a head this under-trained cannot survive (MAR issue #70).
     The unclipped sampler itself is pinned by the analytic-oracle tests above.
     """
     g = gen(16)
-    head = DiffusionHead(D, 2, depth=2, width=64, num_sampling_steps=50)
+    with torch.random.fork_rng(devices=[]):  # init independent of which tests ran before
+        torch.random.default_generator.manual_seed(0)
+        head = DiffusionHead(D, 2, depth=2, width=64, num_sampling_steps=50)
     modes = torch.tensor([[1.5, -1.0], [-1.0, 1.5]])
     opt = torch.optim.Adam(head.parameters(), lr=3e-3)
-    for _ in range(200):
+    # 400 steps: over init seeds 0-5 the worst mode error is <= 0.08 (0.14 at 200 steps)
+    for _ in range(400):
         label = torch.randint(0, 2, (256,), generator=g)
         x0 = modes[label] + ORACLE_STD * torch.randn(256, D, generator=g)
         t, noise = head.sample_timesteps(256, g), torch.randn(256, D, generator=g)

@@ -9,11 +9,20 @@ wrong type fails at compose time, and `RunConfig.__post_init__` rejects impossib
 before any work. `run(cfg)` is plain Python and is what tests and other programs call.
 A rerun with the same resolved config and commit is skipped when its ok row exists
 (`force=true` reruns it); a crashed run writes a failed row with its error, then re-raises.
+
+Training is keyed apart from evaluation: runs that differ only in sampler/eval knobs (the
+temperature and sampler ablations, Optuna trials) share one trained checkpoint in
+out_dir/train-<key>/, trained once (under a file lock) and reused. A preempted or requeued job
+resumes from that checkpoint. Under SLURM with several tasks (or torchrun) the job joins a
+torch.distributed group and trains with DDP; rank 0 evaluates and writes the row.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import os
 import sys
 import time
 import traceback
@@ -25,6 +34,7 @@ if str(ROOT) not in sys.path:  # `python ablations/run.py` puts ablations/ first
 
 import hydra  # noqa: E402
 import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
 from hydra.core.config_store import ConfigStore  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
@@ -33,10 +43,11 @@ from core.config import PRESETS, RunConfig  # noqa: E402
 from core.data import build_dataset, describe_dataset  # noqa: E402
 from core.evaluate import heldout_loss, score_samples  # noqa: E402
 from core.model import VideoMAR  # noqa: E402
-from core.results import append_row, find_ok_row, git_info, make_row, run_id  # noqa: E402
+from core.results import FLAT_KEYS, append_row, find_ok_row, git_info, make_row, run_id  # noqa: E402
 from core.train import EMA, train  # noqa: E402
 
 RUN_IDS_FILE = "run_ids.txt"  # per sweep: which rows belong to it (read by ablations/summary.py)
+ROW_COLUMNS = {**FLAT_KEYS, "variant": "variant"}  # top-level columns copied from the config
 
 
 def register_configs() -> None:
@@ -62,16 +73,76 @@ def _save_contact_sheet(videos: torch.Tensor, path: Path, max_clips: int = 8) ->
     Image.fromarray((grid.clamp(0, 1) * 255).round().to(torch.uint8).numpy()).save(path)
 
 
-def _evaluate(model, cfg: RunConfig, out_dir: Path) -> dict:
+def training_key(cfg: RunConfig, code: str) -> str:
+    """Hash of everything that determines the trained weights (and the validation curve)."""
+    resolved = dataclasses.asdict(cfg)
+    part = {k: resolved[k] for k in ("model", "data", "train", "seed")}
+    part["val"] = {"use_ema": cfg.eval.use_ema, "num_loss_batches": cfg.eval.num_loss_batches}
+    return run_id(part, code, ignore=())
+
+
+@contextlib.contextmanager
+def _exclusive(directory: Path):
+    """Hold an exclusive lock on directory/.lock: parallel jobs sharing a training key wait."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _val_loss(model, cfg: RunConfig) -> float:
     val = build_dataset(cfg.data, "val", seed=cfg.seed)
+    return heldout_loss(model, val, batch_size=cfg.train.batch_size,
+                        num_batches=cfg.eval.num_loss_batches, seed=cfg.seed)
+
+
+def _evaluate(model, cfg: RunConfig, out_dir: Path) -> dict:
     test = build_dataset(cfg.data, "test", seed=cfg.seed)
-    val_loss = heldout_loss(model, val, batch_size=cfg.train.batch_size,
-                            num_batches=cfg.eval.num_loss_batches, seed=cfg.seed)
     scores = score_samples(model, test, num_clips=cfg.eval.num_clips, sampler=cfg.sampler,
                            num_frames=cfg.eval.num_frames, batch_size=cfg.eval.num_clips,
                            seed=cfg.seed)
     _save_contact_sheet(scores.pop("videos"), out_dir / "samples.png")
-    return {"val_loss": val_loss, **scores}
+    metrics = {"val_loss": _val_loss(model, cfg), **scores}
+    e = cfg.eval
+    if e.extrap_frames:  # RoPE ablation: more frames and larger frames than trained
+        shape = dict(num_frames=e.extrap_frames, height=e.extrap_height or cfg.data.height,
+                     width=e.extrap_width or cfg.data.width)
+        test = build_dataset(dataclasses.replace(cfg.data, **shape), "test", seed=cfg.seed)
+        extrap = score_samples(model, test, num_clips=e.num_clips, sampler=cfg.sampler,
+                               num_frames=e.extrap_frames, batch_size=e.num_clips, seed=cfg.seed)
+        _save_contact_sheet(extrap.pop("videos"), out_dir / "samples_extrap.png")
+        metrics.update({f"extrap_{k}": v for k, v in extrap.items()
+                        if isinstance(v, (int, float, list))},
+                       extrap_frames=shape["num_frames"], extrap_height=shape["height"],
+                       extrap_width=shape["width"])
+    return metrics
+
+
+def _init_distributed() -> tuple[int, int]:
+    """Join a torch.distributed group when launched as several tasks -> (rank, world size).
+
+    Under submitit (SLURM with tasks_per_node > 1, or submitit_local with several tasks) the ranks
+    and rendezvous come from submitit's environment; under torchrun from its variables.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if "WORLD_SIZE" not in os.environ:
+        try:
+            import submitit
+
+            env = submitit.JobEnvironment()
+        except (ImportError, RuntimeError):
+            return 0, 1
+        if env.num_tasks <= 1:
+            return 0, 1
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
 
 
 def run(cfg: RunConfig) -> dict:
@@ -86,36 +157,50 @@ def run(cfg: RunConfig) -> dict:
         _record_in_sweep(rid)
         return existing
     out_dir = _resolve(cfg.out_dir) / rid
-    out_dir.mkdir(parents=True, exist_ok=True)
+    train_dir = _resolve(cfg.out_dir) / f"train-{training_key(cfg, git['code'])}"
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    rank, world = _init_distributed()
     start = time.perf_counter()
-    status, metrics, extra = "failed", {}, {"out_dir": str(out_dir)}
+    status, metrics, extra = "failed", {}, {"out_dir": str(out_dir), "train_dir": str(train_dir)}
     try:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model = VideoMAR(cfg.model, seed=cfg.seed).to(device)
         ema = EMA(model, cfg.train.ema_decay)
         train_set = build_dataset(cfg.data, "train", seed=cfg.seed)
         extra["data"] = describe_dataset(train_set)
-        summary = train(model, train_set, cfg.train, seed=cfg.seed, out_dir=out_dir,
-                        device=device, ema=ema)
-        if cfg.eval.use_ema:
-            with ema.swapped(model):
-                metrics = _evaluate(model, cfg, out_dir)
-        else:
+
+        def val_fn() -> float:
+            with ema.swapped(model) if cfg.eval.use_ema else contextlib.nullcontext():
+                return _val_loss(model, cfg)
+
+        lock = _exclusive(train_dir) if rank == 0 else contextlib.nullcontext()
+        with lock:  # a second job with this training key waits, then reuses the checkpoint
+            summary = train(model, train_set, cfg.train, seed=cfg.seed, out_dir=train_dir,
+                            device=device, ema=ema, val_fn=val_fn)
+        if rank != 0:  # rank 0 evaluates and writes the row
+            return {"status": "ok", "run_id": rid, "rank": rank}
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with ema.swapped(model) if cfg.eval.use_ema else contextlib.nullcontext():
             metrics = _evaluate(model, cfg, out_dir)
+        reused = summary["resumed_from"] is not None and summary["resumed_from"] >= summary["steps"]
         metrics.update(train_loss=summary["train_loss"], train_steps=summary["steps"],
-                       steps_per_s=summary["steps_per_s"], params=model.num_params())
+                       steps_per_s=None if reused else summary["steps_per_s"],
+                       params=model.num_params(), train_flops=summary["train_flops"],
+                       val_curve=summary["val_curve"], stages=summary["stages"],
+                       train_reused=reused, world_size=world)
         status = "ok"
     except Exception as exc:  # the sweep keeps a row for every run, failed ones included
         extra.update(error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=8))
         raise
     finally:
-        row = make_row(resolved, kind="train", status=status, metrics=metrics, git=git,
-                       wall_time_s=time.perf_counter() - start, factor=cfg.ablation, **extra)
-        row = append_row(results, row)
-        _record_in_sweep(rid)
-    print(f"[run {rid}] attn={cfg.model.attn} seed={cfg.seed}: "
+        if rank == 0:
+            row = make_row(resolved, kind="train", status=status, metrics=metrics, git=git,
+                           wall_time_s=time.perf_counter() - start, factor="variant",
+                           flat=ROW_COLUMNS, **extra)
+            row = append_row(results, row)
+            _record_in_sweep(rid)
+    print(f"[run {rid}] {cfg.ablation}={cfg.variant or cfg.model.attn} seed={cfg.seed}: "
           + ", ".join(f"{k}={v:.4g}" for k, v in row["metrics"].items() if isinstance(v, float)))
     return row
 

@@ -38,8 +38,9 @@ class SelfAttention(nn.Module):
         """x (B, L, W) -> (B, L, W); attn_mask (L, L_keys) bool, True = may attend."""
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d",
                             three=3, h=self.num_heads)
-        q = apply_rope(self.q_norm(q), cos, sin)
-        k = apply_rope(self.k_norm(k), cos, sin)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if cos is not None:  # None: the model uses learned absolute positions instead of RoPE
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:  # keys/values = cached earlier frames + this pass's tokens
             k, v = cache.write(layer, k, v)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 ATTN_MODES = ("causal", "full")
+POS_EMBS = ("rope", "learned")
 TOKENIZERS = ("patch", "vae")
 TEMPERATURE_SCHEDULES = ("constant", "progressive", "list")
 CFG_SCHEDULES = ("linear", "constant")
@@ -69,6 +70,12 @@ class ModelConfig:
     # (t, h, w) split of the head dimension for 3D RoPE; each even, summing to head_dim.
     # Empty = proportional split [head/2, head/4, head/4] ([32, 16, 16] for 64-d heads).
     rope_split: List[int] = field(default_factory=list)
+    # "rope": 3D RoPE on Q/K (VideoMAR). "learned": the ablation baseline, factorised learned
+    # absolute (t, h, w) embeddings added to the input, tables of max_frames / max_grid entries;
+    # positions beyond what training visited keep their random init (no extrapolation by design).
+    pos_emb: str = "rope"
+    max_frames: int = 32  # learned tables only: latent frames
+    max_grid: int = 32  # learned tables only: tokens per side
     # Text cross-attention. text_dim = 0 disables it (and CFG with it).
     text_dim: int = 64
     text_len: int = 16
@@ -91,6 +98,8 @@ class ModelConfig:
             self.tokenizer = TokenizerConfig(**self.tokenizer)
         self.rope_split = list(self.rope_split)
         _check(self.attn in ATTN_MODES, f"model.attn={self.attn!r}: choose one of {ATTN_MODES}")
+        _check(self.pos_emb in POS_EMBS, f"model.pos_emb={self.pos_emb!r}: choose one of {POS_EMBS}")
+        _check(self.max_frames >= 1 and self.max_grid >= 1, "model.max_frames/max_grid must be >= 1")
         _check(self.width % self.num_heads == 0,
                f"model.width={self.width} is not divisible by model.num_heads={self.num_heads}")
         _check(self.head_dim % 2 == 0, f"head dim {self.head_dim} must be even for RoPE")
@@ -174,6 +183,9 @@ class DataConfig:
         _check(self.source in DATA_SOURCES,
                f"data.source={self.source!r}: choose one of {DATA_SOURCES}")
         _check(self.num_frames >= 2, "data.num_frames must be >= 2 (a conditioning frame + 1)")
+        _check(self.height >= 1 and self.width >= 1 and self.frame_stride >= 1,
+               f"data.height={self.height}, data.width={self.width} and data.frame_stride="
+               f"{self.frame_stride} must all be >= 1")
         _check(self.source != "folder" or bool(self.folder),
                "data.source=folder needs data.folder=/path/to/videos")
 
@@ -195,10 +207,58 @@ class TrainConfig:
     ckpt_every: int = 100
     log_every: int = 10
     num_workers: int = 0
+    # Temporal short-to-long curriculum (VideoMAR section 2.10): clip lengths in frames per stage,
+    # e.g. [2, 4, 8]; empty = off (always data.num_frames). Training clips are the first n frames.
+    frame_stages: List[int] = field(default_factory=list)
+    # Spatial progressive resolution: frame heights per stage, e.g. [16, 32]; width keeps the data's
+    # aspect ratio; frames are area-downsampled. Empty = off (always data.height x data.width).
+    res_stages: List[int] = field(default_factory=list)
+    # Where stage i+1 begins, as a fraction of training progress (steps/steps, or FLOPs/flop_budget
+    # when a budget is set); len = stages - 1. Empty = equal-length stages.
+    frame_milestones: List[float] = field(default_factory=list)
+    res_milestones: List[float] = field(default_factory=list)
+    # Stop once the cumulative analytic training FLOPs reach this budget (0 = no budget; `steps`
+    # stays an upper bound). Makes "same compute, which is better?" comparisons possible.
+    flop_budget: float = 0.0
+    # Alternatively a budget in units of baseline steps: budget_steps x the expected FLOPs of one
+    # step on full-size clips (no curriculum). Overrides flop_budget when > 0.
+    budget_steps: int = 0
+    # Held-out loss every val_every steps (0 = off) -> the (step, FLOPs, val_loss) curve behind
+    # "same quality, how much compute?".
+    val_every: int = 0
+    # A NaN/inf loss or gradient norm: "stop" raises NonFiniteLossError (the last good checkpoint
+    # stays on disk); "skip" drops that step (no update, loss recorded as NaN) and stops only when
+    # more than max_nonfinite steps of the run were skipped.
+    nonfinite: str = "stop"
+    max_nonfinite: int = 10
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1 and self.batch_size >= 1, "train.steps and train.batch_size >= 1")
+        _check(self.nonfinite in ("stop", "skip"),
+               f"train.nonfinite={self.nonfinite!r}: choose 'stop' or 'skip'")
+        _check(self.max_nonfinite >= 0, "train.max_nonfinite must be >= 0")
+        _check(self.lr > 0 and self.warmup_steps >= 0 and self.grad_clip >= 0,
+               f"train.lr={self.lr} must be > 0, train.warmup_steps={self.warmup_steps} and "
+               f"train.grad_clip={self.grad_clip} >= 0 (grad_clip 0 = no clipping)")
+        _check(self.ckpt_every >= 0 and self.num_workers >= 0,
+               "train.ckpt_every (0 = only at the end) and train.num_workers must be >= 0")
         _check(0.0 <= self.ema_decay < 1.0, "train.ema_decay must be in [0, 1)")
+        for axis in ("frame", "res"):
+            stages = list(getattr(self, f"{axis}_stages"))
+            milestones = list(getattr(self, f"{axis}_milestones"))
+            setattr(self, f"{axis}_stages", stages)
+            setattr(self, f"{axis}_milestones", milestones)
+            _check(all(s >= 1 for s in stages), f"train.{axis}_stages={stages}: sizes must be >= 1")
+            _check(stages == sorted(stages), f"train.{axis}_stages={stages} must grow (short to long,"
+                   f" low to high resolution)")
+            _check(not milestones or len(milestones) == len(stages) - 1,
+                   f"train.{axis}_milestones={milestones}: need len({axis}_stages) - 1 = "
+                   f"{max(len(stages) - 1, 0)} increasing fractions in (0, 1), or [] for equal stages")
+            _check(milestones == sorted(milestones) and all(0 < m < 1 for m in milestones),
+                   f"train.{axis}_milestones={milestones} must be increasing fractions in (0, 1)")
+        _check(self.flop_budget >= 0 and self.budget_steps >= 0,
+               "train.flop_budget and train.budget_steps must be >= 0 (0 = no budget)")
+        _check(self.val_every >= 0, "train.val_every must be >= 0 (0 = off)")
 
 
 @dataclass(kw_only=True)
@@ -207,6 +267,11 @@ class EvalConfig:
     num_loss_batches: int = 4  # held-out next-frame diffusion loss batches (val split)
     num_frames: Optional[int] = None  # frames to generate; None = data.num_frames
     use_ema: bool = True
+    # Extrapolation test (RoPE ablation): also generate extrap_frames frames at extrap_height x
+    # extrap_width (0 = the trained size) and score them per frame. extrap_frames = 0: skip.
+    extrap_frames: int = 0
+    extrap_height: int = 0
+    extrap_width: int = 0
 
 
 @dataclass(kw_only=True)
@@ -222,12 +287,15 @@ class RunConfig:
     preset: str = "tiny"
     ablation: str = "attn"  # which ablation this run belongs to
     table: str = "attn"  # which paper_tables/ table it feeds
+    variant: str = ""  # the table line this run belongs to (e.g. "causal", "on", "progressive")
     results: str = "paper_tables/runs.jsonl"  # the one results table (relative to the repo root)
     out_dir: str = "runs"  # checkpoints and samples go to out_dir/run_id
     force: bool = False  # rerun even when an ok row with this run id exists
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
 
     def __post_init__(self) -> None:
+        if not self.variant:
+            self.variant = self.default_variant()
         m, d = self.model, self.data
         stride = m.tokenizer.spatial_stride
         _check(d.height % stride == 0 and d.width % stride == 0,
@@ -244,6 +312,53 @@ class RunConfig:
                "later frames, so nothing can be cached): drop the override or use attn=causal")
         _check(self.sampler.cfg_scale == 1.0 or m.text_dim > 0,
                "sampler.cfg_scale != 1 needs text conditioning (model.text_dim > 0)")
+        t, e = self.train, self.eval
+        _check(e.num_frames is None or e.num_frames > m.num_cond_frames,
+               f"eval.num_frames={e.num_frames} must exceed model.num_cond_frames="
+               f"{m.num_cond_frames} (at least one generated frame), or be null for data.num_frames")
+        _check(e.num_clips >= 1 and e.num_loss_batches >= 0,
+               "eval.num_clips must be >= 1 and eval.num_loss_batches >= 0")
+        _check(all(m.num_cond_frames < s <= d.num_frames for s in t.frame_stages),
+               f"train.frame_stages={t.frame_stages}: each stage needs more than "
+               f"model.num_cond_frames={m.num_cond_frames} and at most data.num_frames="
+               f"{d.num_frames} frames")
+        for h in t.res_stages:
+            w = d.width * h / d.height
+            _check(h <= d.height and h % stride == 0 and w == int(w) and int(w) % stride == 0,
+                   f"train.res_stages={t.res_stages}: height {h} must be <= data.height={d.height} "
+                   f"and give a {h}x{w:g} frame divisible by the tokenizer stride {stride}")
+        _check(e.extrap_frames == 0 or e.extrap_frames > m.num_cond_frames,
+               f"eval.extrap_frames={e.extrap_frames} must exceed model.num_cond_frames (or be 0)")
+        ext_h, ext_w = e.extrap_height or d.height, e.extrap_width or d.width
+        _check(ext_h % stride == 0 and ext_w % stride == 0,
+               f"eval.extrap_height x extrap_width = {ext_h}x{ext_w} is not divisible by the "
+               f"tokenizer's spatial stride {stride}")
+        if m.pos_emb == "learned":
+            frames = max(d.num_frames, e.extrap_frames, e.num_frames or 0)
+            grid = max(d.height, d.width, ext_h if e.extrap_frames else 0,
+                       ext_w if e.extrap_frames else 0) // stride
+            _check(m.max_frames >= frames and m.max_grid >= grid,
+                   f"model.pos_emb=learned has tables for {m.max_frames} frames and {m.max_grid} "
+                   f"tokens per side, but this run needs {frames} and {grid}: raise "
+                   f"model.max_frames / model.max_grid")
+
+
+    def default_variant(self) -> str:
+        """The table-line label of this run within its ablation, read off the swept knobs."""
+        t, s = self.train, self.sampler
+        if self.ablation == "curriculum":
+            return "on" if len(t.frame_stages) > 1 else "off"
+        if self.ablation == "resolution":
+            return "progressive" if len(t.res_stages) > 1 else "fixed"
+        if self.ablation == "rope":
+            return "rope3d" if self.model.pos_emb == "rope" else "learned"
+        if self.ablation == "temperature":
+            if s.temperature_schedule == "progressive" and s.temperature_end != s.temperature:
+                return "progressive" if s.temperature_end < s.temperature else "increasing"
+            return s.temperature_schedule
+        if self.ablation == "sampler":
+            return f"iter{s.num_iter}_cfg{s.cfg_scale:g}"
+        return self.model.attn
 
 
 def _preset(**kw) -> ModelConfig:

@@ -79,6 +79,10 @@ class VideoMAR(nn.Module):
         width = cfg.width
         self.token_embed = nn.Linear(cfg.token_dim, width)  # VideoMAR's z_proj
         self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
+        if cfg.pos_emb == "learned":  # the absolute-position baseline of the RoPE ablation
+            self.pos_t = nn.Parameter(torch.zeros(cfg.max_frames, width))
+            self.pos_h = nn.Parameter(torch.zeros(cfg.max_grid, width))
+            self.pos_w = nn.Parameter(torch.zeros(cfg.max_grid, width))
         has_text = cfg.text_dim > 0
         self.text_encoder = TextEncoder(cfg.text_vocab, cfg.text_dim, cfg.text_len) if has_text else None
         self.text_proj = nn.Linear(cfg.text_dim, width) if has_text else None
@@ -99,6 +103,9 @@ class VideoMAR(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
         nn.init.normal_(self.mask_token, std=0.02)
+        if self.cfg.pos_emb == "learned":
+            for table in (self.pos_t, self.pos_h, self.pos_w):
+                nn.init.normal_(table, std=0.02)
         if self.null_text is not None:
             nn.init.normal_(self.null_text, std=0.02)
 
@@ -122,12 +129,28 @@ class VideoMAR(nn.Module):
         return context, valid
 
     def _rope(self, frame_offset: int, num_frames: int, height: int, width: int, device):
-        """RoPE cos/sin tables for a frame range, memoised: the sampler asks for the same ones K times."""
+        """RoPE cos/sin tables for a frame range, memoised: the sampler asks for the same ones K times.
+        (None, None) for learned absolute positions."""
+        if self.cfg.pos_emb != "rope":
+            return None, None
         key = (frame_offset, num_frames, height, width, str(device))
         if key not in self._rope_tables:
             positions = grid_positions(frame_offset, num_frames, height, width, device)
             self._rope_tables[key] = rope_tables(positions, self.cfg.rope_axes, self.cfg.rope_base)
         return self._rope_tables[key]
+
+    def _learned_positions(self, frame_offset: int, num_frames: int, height: int,
+                           width: int) -> torch.Tensor:
+        """Sum of the learned t/h/w embeddings for a frame range -> (F*H*W, W_model)."""
+        cfg = self.cfg
+        if frame_offset + num_frames > cfg.max_frames or max(height, width) > cfg.max_grid:
+            raise ValueError(f"learned position tables hold {cfg.max_frames} frames and "
+                             f"{cfg.max_grid} tokens per side; asked for frames up to "
+                             f"{frame_offset + num_frames} on a {height}x{width} grid: raise "
+                             f"model.max_frames / model.max_grid")
+        t = self.pos_t[frame_offset:frame_offset + num_frames]
+        pos = t[:, None, None] + self.pos_h[:height, None] + self.pos_w[None, :width]
+        return pos.reshape(num_frames * height * width, -1)
 
     def new_cache(self, batch_size: int, num_frames: int, tokens_per_frame: int) -> KVCache:
         """An empty KV cache able to hold `num_frames` frames for this model."""
@@ -152,6 +175,8 @@ class VideoMAR(nn.Module):
         if mask is not None:
             x = torch.where(mask[..., None], self.mask_token.to(x.dtype), x)
         x = x.reshape(batch, num_frames * per_frame, -1)  # frame-major sequence
+        if self.cfg.pos_emb == "learned":  # added after masking: mask tokens need positions too
+            x = x + self._learned_positions(frame_offset, num_frames, height, width_tokens).to(x.dtype)
         cos, sin = self._rope(frame_offset, num_frames, height, width_tokens, x.device)
         attn_mask = None
         if causal and num_frames > 1:

@@ -15,8 +15,8 @@ import dataclasses
 import hashlib
 import math
 import os
-import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -25,17 +25,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from core import preemption
+from core.checkpoint import (CHECKPOINT_NAME, CheckpointError, load_checkpoint,  # noqa: F401
+                             read_checkpoint, read_latest_checkpoint, restore, save_checkpoint)
 from core.config import TrainConfig
+from core.curriculum import Curriculum, Stage
 
-CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
 HEAD_PREFIX = "head."  # the per-token diffusion head: no weight decay (MAR: 'diffloss' in name)
-NO_DECAY_KEYS = ("mask_token", "null", "embed")  # learned embeddings, matched on the own name
+NO_DECAY_KEYS = ("mask_token", "null", "embed", "pos_")  # learned embeddings, matched on the own name
 LOSS_TAIL_FRACTION = 0.1  # summary train_loss = mean loss of this last fraction of the steps
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read or does not fit this run; the message names the file."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -200,65 +199,49 @@ def collate(items: list[dict]) -> dict:
             "caption": None if all(c is None for c in captions) else [c or "" for c in captions]}
 
 
-def save_checkpoint(path: str | Path, state: dict) -> None:
-    """torch.save to a temp file in the same directory, fsync, then os.replace (atomic)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
+def _resume(path: Path, model, ema, optimizer, cfg: TrainConfig, seed: int, device) -> dict | None:
+    """Load the newest good checkpoint of `path` (or its previous one) if it continues this run.
 
-
-def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """The checkpoint dict at `path`; a CheckpointError naming the file if it cannot be read."""
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated file, not a torch file, unpickling error, ...
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e} "
-                              f"(delete it to start over, or pass resume=False)") from e
-    if not isinstance(ckpt, dict) or "step" not in ckpt:
-        raise CheckpointError(f"{path} is not a training checkpoint (no 'step' entry)")
-    return ckpt
-
-
-def load_checkpoint(path: str | Path, model: nn.Module | None = None, ema: EMA | None = None,
-                    optimizer: torch.optim.Optimizer | None = None, map_location="cpu") -> dict:
-    """Load `path` into model / EMA / optimizer (each optional); returns the checkpoint dict."""
-    ckpt = read_checkpoint(path, map_location)
-    try:
-        if model is not None:
-            unwrap(model).load_state_dict(ckpt["model"])
-        if ema is not None:
-            ema.load_state_dict(ckpt["ema"])
-        if optimizer is not None:
-            optimizer.load_state_dict(ckpt["optimizer"])
-    except (KeyError, RuntimeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path} does not fit this model/run: {e}") from e
-    return ckpt
-
-
-def _resume(path: Path, model, ema, optimizer, cfg: TrainConfig, seed: int, device) -> dict:
-    """Check that `path` continues this run (same seed and global batch), then load it."""
-    ckpt = read_checkpoint(path, map_location=device)
+    None when there is none. Falls back to checkpoint.prev.pt with a CheckpointWarning when
+    checkpoint.pt is missing or damaged; a different seed or global batch is a CheckpointError.
+    """
+    found = read_latest_checkpoint(path, map_location=device)
+    if found is None:
+        return None
+    path, ckpt = found
     saved = (ckpt.get("seed"), ckpt.get("config", {}).get("batch_size"))
     if saved != (seed, cfg.batch_size):
         raise CheckpointError(f"checkpoint {path} has (seed, batch_size)={saved}, this run "
                               f"{(seed, cfg.batch_size)}: resuming would not continue the same run")
-    return load_checkpoint(path, model, ema, optimizer, map_location=device)
+    return restore(ckpt, path, model, ema, optimizer)
+
+
+def _skip_nonfinite(err: "NonFiniteLossError", skipped: list, cfg: TrainConfig, step: int,
+                    optimizer, ckpt_path: Path | None) -> None:
+    """train.nonfinite: "stop" re-raises with the fix; "skip" counts the step, up to the limit."""
+    kept = (f"the last good checkpoint is kept in {ckpt_path.parent}" if ckpt_path is not None
+            else "no checkpoint is written (out_dir=None)")
+    if cfg.nonfinite != "skip":
+        raise NonFiniteLossError(f"{err}; training stopped ({kept}). Lower train.lr or "
+                                 "train.grad_clip, or set train.nonfinite=skip to skip up to "
+                                 "train.max_nonfinite such steps") from err
+    skipped.append(step)
+    if len(skipped) > cfg.max_nonfinite:
+        raise NonFiniteLossError(f"{err}: {len(skipped)} non-finite steps {skipped[-5:]} exceed "
+                                 f"train.max_nonfinite={cfg.max_nonfinite}; training stopped "
+                                 f"({kept})") from err
+    optimizer.zero_grad(set_to_none=True)  # drop the step: no update, no EMA update
+    warnings.warn(f"{err}: step skipped ({len(skipped)} of at most {cfg.max_nonfinite})",
+                  RuntimeWarning, stacklevel=3)
 
 
 def _step(net, raw, optimizer, batch, cfg: TrainConfig, seed: int, step: int, device,
-          rank: int, world: int) -> tuple[float, float]:
-    """One optimisation step on this rank's slice -> (global mean loss, grad norm)."""
-    video = batch["video"].to(device, non_blocking=True)  # (b, T, 3, H, W) in [0, 1]
+          rank: int, world: int, stage: Stage) -> tuple[float, float, float]:
+    """One optimisation step on this rank's slice -> (global mean loss, grad norm, global FLOPs)."""
+    from core.flops import train_step_flops
+
+    video = Curriculum.apply(batch["video"], stage)  # (b, T, 3, H, W) in [0, 1], cut to the stage
+    video = video.to(device, non_blocking=True)
     b = video.shape[0]
     with torch.no_grad():  # fp32 encode, exactly as evaluation and sampling encode
         tokens = raw.tokenizer.encode(video).float()  # (b, T, h, w, D)
@@ -267,6 +250,11 @@ def _step(net, raw, optimizer, batch, cfg: TrainConfig, seed: int, step: int, de
         g = torch.Generator().manual_seed(derive_seed(seed, "draws", step))
         draws = raw.sample_train_draws(b * world, tokens.shape[1], tuple(tokens.shape[2:4]), g)
         loss = net(tokens, batch["caption"], draws.slice(rank * b, (rank + 1) * b))
+    # Analytic FLOPs of the global batch for the frames the model actually ran (causal training
+    # truncates the clip after the target frame).
+    flops = train_step_flops(raw.cfg, b * world, tokens.shape[1], tuple(tokens.shape[2:4]),
+                             target_frame=draws.target_frame if draws.target_frame >= 0 else None,
+                             num_masked=draws.num_masked)
     # Per-rank losses are means over equal token counts, so their mean is the global loss. One
     # all-reduce gives the logged value and makes every rank stop together on NaN/inf.
     global_loss = loss.detach().float().clone()
@@ -288,18 +276,35 @@ def _step(net, raw, optimizer, batch, cfg: TrainConfig, seed: int, step: int, de
         raise NonFiniteLossError(f"non-finite gradient norm {grad_norm} at step {step} "
                                  f"(the last checkpoint, if any, is kept)")
     optimizer.step()
-    return global_loss, grad_norm
+    return global_loss, grad_norm, flops
 
 
+def reference_budget(raw, cfg: TrainConfig, num_frames: int, height: int, width: int) -> float:
+    """cfg.budget_steps x the expected FLOPs of one step on full-size clips (no curriculum)."""
+    from core.flops import train_step_flops
+
+    grid = raw.tokenizer.token_grid(height, width)
+    return cfg.budget_steps * train_step_flops(raw.cfg, cfg.batch_size, num_frames, tuple(grid))
+
+
+@preemption.defers_preemption
 def train(model: nn.Module, dataset, cfg: TrainConfig, *, seed: int, out_dir: str | Path | None,
-          device=None, resume: bool = True, progress: bool = True, ema: EMA | None = None) -> dict:
+          device=None, resume: bool = True, progress: bool = True, ema: EMA | None = None,
+          val_fn=None) -> dict:
     """Train `model` (a VideoMAR) on `dataset` up to global step cfg.steps; returns a summary.
 
     Rank 0 writes out_dir/checkpoint.pt every cfg.ckpt_every steps and at the end; with `resume`
     an existing checkpoint is continued. Under an initialized torch.distributed group the model is
     wrapped in DDP and each rank trains on its batch_size / world slice of the global batch. Pass
     `ema=EMA(model, cfg.ema_decay)` to keep the EMA weights. The summary is plain data: train_loss,
-    losses, grad_norms, steps, wall_time_s, steps_per_s (this call), resumed_from, world_size.
+    losses, grad_norms, steps, wall_time_s, steps_per_s (this call), resumed_from, world_size,
+    train_flops (cumulative analytic FLOPs), flops (cumulative per step), stages (where each
+    curriculum stage began) and val_curve.
+
+    Curriculum (cfg.frame_stages / res_stages) and FLOP budget (cfg.flop_budget): see
+    core/curriculum.py; with a budget, training stops after the step that reaches it. `val_fn()`
+    (rank 0 only, e.g. a held-out loss on the EMA weights) is called every cfg.val_every steps and
+    at the end; its values form val_curve = [{"step", "flops", "val_loss"}, ...].
     """
     t0 = time.perf_counter()
     rank, world = dist_info()
@@ -318,10 +323,16 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, *, seed: int, out_dir: st
     ema = ema.to(device) if ema is not None else EMA(raw, cfg.ema_decay)
     ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     start, losses, grad_norms, resumed_from = 0, [], [], None
-    if resume and ckpt_path is not None and ckpt_path.exists():
-        ckpt = _resume(ckpt_path, raw, ema, optimizer, cfg, seed, device)
+    flops, stages, val_curve = [], [], []  # cumulative FLOPs per step; stage starts; val points
+    nonfinite_steps: list[int] = []  # steps skipped under train.nonfinite=skip
+    ckpt = _resume(ckpt_path, raw, ema, optimizer, cfg, seed, device) if (
+        resume and ckpt_path is not None) else None
+    if ckpt is not None:
         start = resumed_from = int(ckpt["step"])
+        nonfinite_steps = list(ckpt.get("nonfinite_steps", []))
         losses, grad_norms = list(ckpt["losses"]), list(ckpt["grad_norms"])
+        flops, stages = list(ckpt.get("flops", [])), list(ckpt.get("stages", []))
+        val_curve = list(ckpt.get("val_curve", []))
     sampler = StepBatchSampler(len(dataset), seed, cfg.batch_size, start, cfg.steps, rank, world)
     # The generator only seeds worker processes; batches come from the sampler alone.
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
@@ -333,34 +344,83 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, *, seed: int, out_dir: st
     net = nn.parallel.DistributedDataParallel(
         raw, device_ids=[device.index] if device.type == "cuda" else None) if ddp else raw
 
+    saved_at = [resumed_from]  # the step of the newest checkpoint on disk
+
     def checkpoint(step: int) -> None:
+        if step == saved_at[0]:  # e.g. a preemption right after a periodic checkpoint
+            return
+        saved_at[0] = step
         if ckpt_path is not None and rank == 0:
             save_checkpoint(ckpt_path, {
                 "version": CHECKPOINT_VERSION, "step": step, "seed": seed, "world_size": world,
                 "model": raw.state_dict(), "ema": ema.state_dict(),
                 "optimizer": optimizer.state_dict(), "losses": losses, "grad_norms": grad_norms,
-                "config": dataclasses.asdict(cfg)})
+                "flops": flops, "stages": stages, "val_curve": val_curve,
+                "nonfinite_steps": nonfinite_steps, "config": dataclasses.asdict(cfg)})
         if ckpt_path is not None and ddp:
             dist.barrier()  # nobody runs ahead of (or exits before) a complete checkpoint
 
+    def validate(step: int) -> None:
+        if val_fn is not None and rank == 0 and not any(v["step"] == step for v in val_curve):
+            val_curve.append({"step": step, "flops": flops[-1] if flops else 0.0,
+                              "val_loss": float(val_fn())})
+
+    budget = cfg.flop_budget  # budget_steps is turned into FLOPs once the clip shape is known
+
+    def progress_at(step: int) -> float:
+        if budget > 0:
+            return (flops[-1] if flops else 0.0) / budget
+        return step / cfg.steps
+
+    def budget_spent() -> bool:
+        return budget > 0 and bool(flops) and flops[-1] >= budget
+
+    curriculum = None
     t_loop = time.perf_counter()
     with tqdm(total=cfg.steps, initial=start, desc="train", dynamic_ncols=True,
               disable=not progress or rank != 0) as bar:
         for step, batch in enumerate(loader, start=start):
-            loss, grad_norm = _step(net, raw, optimizer, batch, cfg, seed, step, device, rank, world)
-            ema.update(raw)
+            if curriculum is None:  # stages are relative to the data's clip shape
+                _, t, _, h, w = batch["video"].shape
+                curriculum = Curriculum(cfg, t, h, w)
+                if cfg.budget_steps > 0:
+                    budget = reference_budget(raw, cfg, t, h, w)
+            if budget_spent():
+                break
+            stage = curriculum.stage_at(progress_at(step))
+            if not stages or stages[-1][1:] != [stage.frames, stage.height, stage.width]:
+                stages.append([step, stage.frames, stage.height, stage.width])
+            try:
+                loss, grad_norm, step_flops = _step(net, raw, optimizer, batch, cfg, seed, step,
+                                                    device, rank, world, stage)
+            except NonFiniteLossError as err:  # raises unless train.nonfinite=skip allows it
+                _skip_nonfinite(err, nonfinite_steps, cfg, step, optimizer, ckpt_path)
+                loss = grad_norm = math.nan  # the step is kept in the record, as NaN
+                step_flops = 0.0
+            else:
+                ema.update(raw)
             losses.append(loss)
             grad_norms.append(grad_norm)
+            flops.append((flops[-1] if flops else 0.0) + step_flops)
             bar.update(1)
             if (step + 1) % max(1, cfg.log_every) == 0:
                 bar.set_postfix(loss=f"{loss:.4f}", gnorm=f"{grad_norm:.2f}")
+            if cfg.val_every > 0 and (step + 1) % cfg.val_every == 0:
+                validate(step + 1)
             if cfg.ckpt_every > 0 and (step + 1) % cfg.ckpt_every == 0 and step + 1 < cfg.steps:
                 checkpoint(step + 1)
+            if preemption.stop_requested(device):  # SIGTERM/SIGUSR1 under a PreemptionGuard
+                checkpoint(step + 1)
+                preemption.hand_back()  # the previous handler (e.g. submitit's) or Preempted
     loop_s, done = time.perf_counter() - t_loop, len(losses) - start
+    if cfg.val_every > 0:
+        validate(len(losses))
     if done > 0 or resumed_from is None:
         checkpoint(len(losses))
-    tail = losses[-max(1, math.ceil(LOSS_TAIL_FRACTION * len(losses))):]
+    finite = [x for x in losses if math.isfinite(x)]  # skipped non-finite steps are NaN
+    tail = finite[-max(1, math.ceil(LOSS_TAIL_FRACTION * len(finite))):]
     return {"train_loss": sum(tail) / len(tail) if tail else math.nan, "losses": losses,
             "grad_norms": grad_norms, "steps": len(losses), "wall_time_s": time.perf_counter() - t0,
             "steps_per_s": done / loop_s if done > 0 else 0.0, "resumed_from": resumed_from,
-            "world_size": world}
+            "world_size": world, "train_flops": flops[-1] if flops else 0.0, "flops": flops,
+            "stages": stages, "val_curve": val_curve, "nonfinite_steps": nonfinite_steps}

@@ -23,14 +23,19 @@ import contextlib
 import dataclasses
 import fcntl
 import os
+import signal
 import sys
 import time
 import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `python ablations/run.py` puts ablations/ first on sys.path
-    sys.path.insert(0, str(ROOT))
+# `python ablations/run.py` puts ablations/ first on sys.path; the repo root is needed for `core`,
+# and ablations/plugins for its hydra_plugins portion (the SLURM launcher with a preflight). The
+# editable install adds both for every process, submitted jobs included (pyproject dev-mode-dirs).
+for _path in (ROOT / "ablations" / "plugins", ROOT):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 import hydra  # noqa: E402
 import torch  # noqa: E402
@@ -40,10 +45,12 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from core.config import PRESETS, RunConfig  # noqa: E402
-from core.data import build_dataset, describe_dataset  # noqa: E402
+from core.data import build_dataset, describe_dataset, write_data_report  # noqa: E402
 from core.evaluate import heldout_loss, score_samples  # noqa: E402
 from core.model import VideoMAR  # noqa: E402
+from core.preemption import PreemptionGuard  # noqa: E402
 from core.results import FLAT_KEYS, append_row, find_ok_row, git_info, make_row, run_id  # noqa: E402
+from core.tokenizers import check_pretrained  # noqa: E402
 from core.train import EMA, train  # noqa: E402
 
 RUN_IDS_FILE = "run_ids.txt"  # per sweep: which rows belong to it (read by ablations/summary.py)
@@ -100,7 +107,9 @@ def _val_loss(model, cfg: RunConfig) -> float:
 
 
 def _evaluate(model, cfg: RunConfig, out_dir: Path) -> dict:
-    test = build_dataset(cfg.data, "test", seed=cfg.seed)
+    # Test clips as long as the rollout, so every generated frame has its true continuation.
+    frames = max(cfg.data.num_frames, cfg.eval.num_frames or 0)
+    test = build_dataset(dataclasses.replace(cfg.data, num_frames=frames), "test", seed=cfg.seed)
     scores = score_samples(model, test, num_clips=cfg.eval.num_clips, sampler=cfg.sampler,
                            num_frames=cfg.eval.num_frames, batch_size=cfg.eval.num_clips,
                            seed=cfg.seed)
@@ -145,8 +154,30 @@ def _init_distributed() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def preemption_signals() -> tuple[int, ...]:
+    """SIGTERM and SIGUSR1 (SLURM) plus submitit's preemption/timeout signal (SIGUSR2 by default)."""
+    signals = [signal.SIGTERM, signal.SIGUSR1]
+    try:
+        from submitit.core.job_environment import JobEnvironment
+
+        signals.append(JobEnvironment._usr_sig())
+    except (ImportError, RuntimeError):
+        pass
+    return tuple(dict.fromkeys(signals))
+
+
 def run(cfg: RunConfig) -> dict:
-    """Train, sample and evaluate one configuration; append and return its results row."""
+    """Train, sample and evaluate one configuration; append and return its results row.
+
+    SIGTERM/SIGUSR1/SIGUSR2 during training checkpoint at the next step boundary, then go to the
+    previously installed handler (submitit's requeues the job) or exit with status 75; the rerun
+    resumes from the checkpoint. A preempted run writes no row (it is not finished).
+    """
+    with PreemptionGuard(preemption_signals()):
+        return _run(cfg)
+
+
+def _run(cfg: RunConfig) -> dict:
     resolved = dataclasses.asdict(cfg)
     git = git_info(ROOT)
     rid = run_id(resolved, git["code"])  # config minus I/O keys + commit (+ hash of a dirty diff)
@@ -164,11 +195,14 @@ def run(cfg: RunConfig) -> dict:
     start = time.perf_counter()
     status, metrics, extra = "failed", {}, {"out_dir": str(out_dir), "train_dir": str(train_dir)}
     try:
+        check_pretrained(cfg.model.tokenizer)  # missing VAE weights: list them before any work
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model = VideoMAR(cfg.model, seed=cfg.seed).to(device)
         ema = EMA(model, cfg.train.ema_decay)
         train_set = build_dataset(cfg.data, "train", seed=cfg.seed)
         extra["data"] = describe_dataset(train_set)
+        if rank == 0:  # skipped (corrupt, short, undecodable) videos, listed next to the run
+            write_data_report(train_set, train_dir)
 
         def val_fn() -> float:
             with ema.swapped(model) if cfg.eval.use_ema else contextlib.nullcontext():
@@ -188,13 +222,17 @@ def run(cfg: RunConfig) -> dict:
                        steps_per_s=None if reused else summary["steps_per_s"],
                        params=model.num_params(), train_flops=summary["train_flops"],
                        val_curve=summary["val_curve"], stages=summary["stages"],
-                       train_reused=reused, world_size=world)
+                       train_reused=reused, train_resumed_from=summary["resumed_from"],
+                       world_size=world)
         status = "ok"
+    except SystemExit:  # preempted (or requeued by submitit): no row, the rerun writes it
+        status = "preempted"
+        raise
     except Exception as exc:  # the sweep keeps a row for every run, failed ones included
         extra.update(error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=8))
         raise
     finally:
-        if rank == 0:
+        if rank == 0 and status != "preempted":
             row = make_row(resolved, kind="train", status=status, metrics=metrics, git=git,
                            wall_time_s=time.perf_counter() - start, factor="variant",
                            flat=ROW_COLUMNS, **extra)
@@ -225,7 +263,11 @@ register_configs()
 def main(dict_cfg: DictConfig) -> float:
     cfg: RunConfig = OmegaConf.to_object(dict_cfg)  # runs the dataclass checks
     row = run(cfg)
-    return float(row["metrics"].get("val_loss", float("nan")))
+    value = row["metrics"].get(cfg.objective)
+    if not isinstance(value, (int, float)):
+        raise KeyError(f"objective={cfg.objective!r} is not a scalar metric of this run; choose one "
+                       f"of {sorted(k for k, v in row['metrics'].items() if isinstance(v, float))}")
+    return float(value)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ _EXPORTS = {
     "TrainConfig": "core.config", "PRESETS": "core.config", "preset": "core.config",
     "build_dataset": "core.data", "VideoMAR": "core.model", "TrainDraws": "core.model",
     "sample_video": "core.sampler", "sample_latents": "core.sampler",
+    "PreemptionGuard": "core.preemption", "write_data_report": "core.data",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -32,15 +32,23 @@ class SelfAttention(nn.Module):
         self.k_norm = nn.RMSNorm(head_dim, eps=NORM_EPS) if qk_norm else nn.Identity()
         self.proj = nn.Linear(width, width, bias=False)
 
+    def _norm_qk(self, qk: torch.Tensor) -> torch.Tensor:
+        """q_norm on qk[0] and k_norm on qk[1] in one call; qk (2, B, h, L, d)."""
+        if isinstance(self.q_norm, nn.Identity):
+            return qk
+        weight = torch.stack([self.q_norm.weight, self.k_norm.weight])[:, None, None, None]
+        return F.rms_norm(qk, qk.shape[-1:], eps=self.q_norm.eps) * weight
+
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 attn_mask: Optional[torch.Tensor] = None,
                 cache: Optional[KVCache] = None, layer: int = 0) -> torch.Tensor:
         """x (B, L, W) -> (B, L, W); attn_mask (L, L_keys) bool, True = may attend."""
-        q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d",
-                            three=3, h=self.num_heads)
-        q, k = self.q_norm(q), self.k_norm(k)
+        qkv = rearrange(self.qkv(x), "b l (three h d) -> three b h l d",
+                        three=3, h=self.num_heads)
+        qk = self._norm_qk(qkv[:2])  # Q and K as one (2, B, h, L, d) tensor: half the small ops
         if cos is not None:  # None: the model uses learned absolute positions instead of RoPE
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            qk = apply_rope(qk, cos, sin)
+        (q, k), v = qk.unbind(0), qkv[2]
         if cache is not None:  # keys/values = cached earlier frames + this pass's tokens
             k, v = cache.write(layer, k, v)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
@@ -58,13 +66,24 @@ class CrossAttention(nn.Module):
         self.k_norm = nn.RMSNorm(head_dim, eps=NORM_EPS) if qk_norm else nn.Identity()
         self.proj = nn.Linear(width, width, bias=False)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor,
-                context_mask: torch.Tensor) -> torch.Tensor:
-        """x (B, L, W) attends to context (B, Lt, W); context_mask (B, Lt) bool, True = valid."""
-        q = self.q_norm(rearrange(self.q(x), "b l (h d) -> b h l d", h=self.num_heads))
+    def context_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys (RMS-normed) and values (B, h, Lt, d) of the projected text."""
         k, v = rearrange(self.kv(context), "b l (two h d) -> two b h l d",
                          two=2, h=self.num_heads)
-        k = self.k_norm(k)
+        return self.k_norm(k), v
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor,
+                cache: Optional[KVCache] = None, layer: int = 0) -> torch.Tensor:
+        """x (B, L, W) attends to context (B, Lt, W); context_mask (B, Lt) bool, True = valid.
+
+        With a KV cache the text K/V are computed on the first pass and reused (they do not change
+        while a clip is generated).
+        """
+        q = self.q_norm(rearrange(self.q(x), "b l (h d) -> b h l d", h=self.num_heads))
+        if cache is not None:
+            k, v = cache.cross_kv(layer, context, lambda: self.context_kv(context))
+        else:
+            k, v = self.context_kv(context)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=context_mask[:, None, None, :])
         return self.proj(rearrange(out, "b h l d -> b l (h d)"))
 
@@ -99,5 +118,5 @@ class Block(nn.Module):
                 layer: int = 0) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), cos, sin, attn_mask, cache, layer)
         if self.cross is not None:
-            x = x + self.cross(self.norm2(x), context, context_mask)
+            x = x + self.cross(self.norm2(x), context, context_mask, cache, layer)
         return x + self.mlp(self.norm3(x))

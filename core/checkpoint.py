@@ -46,7 +46,8 @@ MAGIC = b"VIDEOMAR-CKPT"
 FORMAT_VERSION = 1
 HEADER_BYTES = 256
 HASH_CHUNK = 1 << 22  # bytes read at a time when verifying
-_HEADER_RE = re.compile(rb"^VIDEOMAR-CKPT v(\d+) sha256=([0-9a-f]{64}) bytes=(\d+) step=(-?\d+) *\n$")
+_HEADER_RE = re.compile(
+    rb"^VIDEOMAR-CKPT v(\d+) sha256=([0-9a-f]{64}) bytes=(\d+) step=(-?\d+) *\n$")
 _ZIP_MAGIC = b"PK\x03\x04"  # a plain torch.save file
 
 
@@ -175,7 +176,8 @@ def inspect_checkpoint(path: str | Path) -> dict:
             sha.update(chunk)
     if sha.hexdigest() != info["sha256"]:
         raise CheckpointError(f"checkpoint {path} is corrupt: the SHA-256 of its payload is "
-                              f"{sha.hexdigest()[:12]}..., its header says {info['sha256'][:12]}...")
+                              f"{sha.hexdigest()[:12]}..., its header says "
+                              f"{info['sha256'][:12]}...")
     return info
 
 
@@ -204,6 +206,7 @@ def save_checkpoint(path: str | Path, state: dict, keep_previous: bool = True) -
     step = state.get("step", -1) if isinstance(state, dict) else -1
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide checkpoints from the rest of a group
         with os.fdopen(fd, "wb") as f:
             f.write(_header("0" * 64, 0, -1))  # placeholder until the payload is hashed
             writer = _HashingWriter(f)

@@ -292,6 +292,7 @@ class RunConfig:
     out_dir: str = "runs"  # checkpoints and samples go to out_dir/run_id
     force: bool = False  # rerun even when an ok row with this run id exists
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
+    objective: str = "val_loss"  # the metric the Hydra app returns (what an Optuna sweep optimises)
 
     def __post_init__(self) -> None:
         if not self.variant:
@@ -358,6 +359,8 @@ class RunConfig:
             return s.temperature_schedule
         if self.ablation == "sampler":
             return f"iter{s.num_iter}_cfg{s.cfg_scale:g}"
+        if self.ablation == "optuna":
+            return "trial"
         return self.model.attn
 
 

@@ -16,7 +16,11 @@ name of this module so callers need one import.
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
 
 from torch.utils.data import Dataset, default_collate
 
@@ -24,7 +28,10 @@ from core.config import DataConfig
 from core.synthetic import SPLITS, SyntheticSprites
 from core.video_folder import VideoFolder
 
-__all__ = ["SPLITS", "build_dataset", "check_split", "collate", "describe_dataset"]
+__all__ = ["SPLITS", "build_dataset", "check_split", "collate", "describe_dataset",
+           "write_data_report"]
+
+DATA_REPORT_NAME = "skipped_videos.json"
 
 
 def check_split(split: str) -> str:
@@ -66,3 +73,34 @@ def describe_dataset(dataset: Dataset) -> Dict[str, object]:
         info.update(num_sprites=cfg.num_sprites, camera_pan=cfg.camera_pan,
                     first_seed=dataset.clip_seed(0))
     return info
+
+
+def write_data_report(dataset: Dataset, out_dir: str | Path) -> Optional[Path]:
+    """Write out_dir/skipped_videos.json for a folder dataset; returns its path (None otherwise).
+
+    The report lists every file the folder scan left out with its reason (corrupt, truncated,
+    empty, too short, no video stream, unsupported codec), plus the folder, the clip span and how
+    many files are used, so a run's outputs say which data it did not train on. Written atomically
+    (temp file + rename); rewriting it for a resumed run gives the same content.
+    """
+    if not isinstance(dataset, VideoFolder):
+        return None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "folder": str(dataset.root), "split": dataset.split, "num_frames": dataset.cfg.num_frames,
+        "frame_stride": dataset.cfg.frame_stride, "min_frames_needed": dataset.span,
+        "num_used": len(dataset), "num_skipped": len(dataset.skipped),
+        "skipped": [{"path": p, "reason": r} for p, r in dataset.skipped],
+    }
+    path = out / DATA_REPORT_NAME
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=out)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(report, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

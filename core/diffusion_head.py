@@ -113,10 +113,14 @@ class SimpleMLPAdaLN(nn.Module):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
 
-    def forward(self, x: Tensor, t: Tensor, z: Tensor) -> Tensor:
-        """Predict [eps_hat | v] (N, 2D) for noisy tokens x (N, D) at original timesteps t (N,)."""
+    def forward(self, x: Tensor, t: Tensor, z: Tensor, cond: Optional[Tensor] = None) -> Tensor:
+        """Predict [eps_hat | v] (N, 2D) for noisy tokens x (N, D) at original timesteps t (N,).
+
+        t may also be (1,) (one timestep for every row). `cond` = cond_embed(z) when the caller
+        already has it (the sampler computes it once per chain, not once per step).
+        """
         h = self.input_proj(x)
-        y = self.time_embed(t, h.dtype) + self.cond_embed(z)
+        y = self.time_embed(t, h.dtype) + (self.cond_embed(z) if cond is None else cond)
         for block in self.blocks:
             h = block(h, y)
         return self.final(h, y)
@@ -190,17 +194,22 @@ class DiffusionHead(nn.Module):
         guided = z_uncond is not None and cfg_scale != 1.0
         cond = torch.cat([z, z_uncond.to(z)], dim=0) if guided else z
         n = z.shape[0]
+        # Work that is the same at every step is done once: the condition embedding of z. The
+        # schedule is read at one timestep (1,) broadcast over the rows; the net still embeds it
+        # per row (a 1-row matmul would round differently and change samples in the last bits).
+        reuse = isinstance(self.net, SimpleMLPAdaLN)  # tests may swap in another network
+        extra = (self.net.cond_embed(cond),) if reuse else ()
         x = self._randn(n, z, generator)
         for step in reversed(range(diffusion.num_timesteps)):
-            t = torch.full((n,), step, device=z.device, dtype=torch.long)
-            t_net = diffusion.timestep_map[t]
+            t = torch.full((1,), step, device=z.device, dtype=torch.long)
+            t_net = diffusion.timestep_map[t].expand(cond.shape[0])
             if guided:
-                out = self.net(torch.cat([x, x]).to(z.dtype), torch.cat([t_net, t_net]), cond)
+                out = self.net(torch.cat([x, x]).to(z.dtype), t_net, cond, *extra)
                 eps_c, eps_u = out[:, :self.token_dim].chunk(2, dim=0)
                 eps = eps_u + cfg_scale * (eps_c - eps_u)
                 out = torch.cat([eps, out[:n, self.token_dim:]], dim=-1)
             else:
-                out = self.net(x.to(z.dtype), t_net, cond)
+                out = self.net(x.to(z.dtype), t_net, cond, *extra)
             mean, log_var, _ = diffusion.p_mean_variance(out, x, t, clip_x0)
             noise = self._randn(n, z, generator) if step > 0 else None
             x = diffusion.p_sample_step(mean, log_var, step, noise, temperature)

@@ -4,7 +4,9 @@
   per-batch seeds so two models (or two runs) are scored on identical draws.
 - `score_samples`: generate test clips from their first frame (and caption) and compare with the
   ground-truth continuation: per-frame MSE in pixel space and PSNR of the first generated frame.
-The full VBench-I2V-style metric suite is a separate module (issue: evaluation and tables).
+  On the built-in sprites data it also scores the samples against their exact ground truth with
+  the synthetic VBench-I2V-style metrics (`syn_*` keys, core/metrics/synthetic.py).
+The proxy and official VBench-I2V backends live in core/metrics/ and bench/.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from core.config import SamplerConfig
+from core.metrics.synthetic import clip_scores, mean_scores
 from core.sampler import sample_latents
+from core.synthetic import render_clip
 
 EVAL_SEED_OFFSET = 1_000_003  # keeps evaluation draws apart from training draws of the same seed
 
@@ -47,6 +51,14 @@ def heldout_loss(model, dataset: Dataset, *, batch_size: int, num_batches: int, 
     return sum(losses) / len(losses)
 
 
+def _synthetic_truth(dataset: Dataset):
+    """(num_sprites, camera_pan) when `dataset` is the built-in sprites data, else None."""
+    cfg = getattr(dataset, "cfg", None)
+    if getattr(cfg, "source", None) == "synthetic" and hasattr(dataset, "clip_seed"):
+        return cfg.num_sprites, cfg.camera_pan
+    return None
+
+
 def psnr(mse: float) -> float:
     """PSNR in dB for images in [0, 1]."""
     return 10.0 * math.log10(1.0 / max(mse, 1e-12))
@@ -59,7 +71,9 @@ def score_samples(model, dataset: Dataset, *, num_clips: int, sampler: SamplerCo
 
     Returns per-frame MSE over generated frames (`mse_per_frame`), its mean (`mse_mean`), the
     PSNR of the first generated frame (`psnr_first`), sampling wall time, and the videos
-    (B, T, C, H, W) under the key "videos" (not meant for the results table).
+    (B, T, C, H, W) under the key "videos" (not meant for the results table). On the synthetic
+    data it adds the `syn_*` metrics (core/metrics/synthetic.py): each clip's truth is re-rendered
+    from its seed at the generated frame count and resolution (a few ms per clip).
     """
     device = model.mask_token.device
     was_training = model.training
@@ -67,6 +81,7 @@ def score_samples(model, dataset: Dataset, *, num_clips: int, sampler: SamplerCo
     generator = torch.Generator().manual_seed(EVAL_SEED_OFFSET + seed)
     num_cond = model.cfg.num_cond_frames
     squared, count, videos, sample_time = None, 0, [], 0.0
+    synthetic, per_clip = _synthetic_truth(dataset), []
     for batch in _batches(dataset, batch_size):
         if count >= num_clips:
             break
@@ -84,9 +99,19 @@ def score_samples(model, dataset: Dataset, *, num_clips: int, sampler: SamplerCo
         squared = per_frame if squared is None else squared + per_frame
         count += video.shape[0]
         videos.append(generated.cpu())
+        if synthetic is not None:
+            num_sprites, camera_pan = synthetic
+            _, t_gen, _, h_gen, w_gen = generated.shape
+            for clip, clip_seed in zip(generated.cpu(), batch["seed"][: video.shape[0]].tolist()):
+                truth, _, gt = render_clip(int(clip_seed), h_gen, w_gen, t_gen, num_sprites,
+                                           camera_pan)
+                per_clip.append(clip_scores(clip, truth, gt, num_cond))
     model.train(was_training)
     if count == 0:
         raise ValueError("score_samples: the test split is empty")
     mse = (squared / count).tolist()
-    return {"mse_per_frame": mse, "mse_mean": sum(mse) / len(mse), "psnr_first": psnr(mse[0]),
-            "sample_time_s": sample_time, "num_clips": count, "videos": torch.cat(videos)}
+    out = {"mse_per_frame": mse, "mse_mean": sum(mse) / len(mse), "psnr_first": psnr(mse[0]),
+           "sample_time_s": sample_time, "num_clips": count}
+    if per_clip:
+        out.update(mean_scores(per_clip))
+    return {**out, "videos": torch.cat(videos)}

@@ -93,8 +93,11 @@ def _text_len(cfg: ModelConfig, text_len: Optional[int]) -> int:
 
 
 def _backbone_pass(t: _Tally, cfg: ModelConfig, batch: float, queries: float, keys: float,
-                   text_len: int) -> None:
-    """One `VideoMAR.backbone` call: `queries` tokens per sample attending to `keys` tokens."""
+                   text_len: int, text_kv: bool = True) -> None:
+    """One `VideoMAR.backbone` call: `queries` tokens per sample attending to `keys` tokens.
+
+    text_kv=False: the text K/V come from the KV cache (computed on the clip's first pass).
+    """
     w = cfg.width
     hidden = int(w * cfg.mlp_ratio)
     rows = batch * queries
@@ -105,26 +108,38 @@ def _backbone_pass(t: _Tally, cfg: ModelConfig, batch: float, queries: float, ke
         t.linear(rows, w, w)  # output projection
         if text_len:
             t.linear(rows, w, w)  # cross-attention query
-            t.linear(batch * text_len, w, 2 * w)  # cross-attention K/V of the projected text
+            if text_kv:
+                t.linear(batch * text_len, w, 2 * w)  # cross-attention K/V of the projected text
             t.attention(batch, queries, text_len, w)
             t.linear(rows, w, w)
         t.linear(rows, w, hidden)
         t.linear(rows, hidden, w)
 
 
-def _head_net(t: _Tally, cfg: ModelConfig, rows: float) -> None:
-    """One SimpleMLPAdaLN evaluation on `rows` tokens (x_t, t and z need no gradient except z)."""
+def _head_net(t: _Tally, cfg: ModelConfig, rows: float, cond: bool = True) -> None:
+    """One SimpleMLPAdaLN evaluation on `rows` tokens (x_t, t and z need no gradient except z).
+
+    cond=False: cond_embed(z) is reused (the sampler computes it once per chain, `_head_chain`).
+    """
     hw, dim = cfg.head_width, cfg.token_dim
     t.linear(rows, dim, hw, input_grad=False)  # input_proj on x_t
     t.linear(rows, FREQ_DIM, hw, input_grad=False)  # timestep MLP on sinusoid features
     t.linear(rows, hw, hw)
-    t.linear(rows, cfg.width, hw)  # cond_embed(z)
+    if cond:
+        t.linear(rows, cfg.width, hw)  # cond_embed(z)
     for _ in range(cfg.head_depth):
         t.linear(rows, hw, 3 * hw)  # adaLN (shift, scale, gate)
         t.linear(rows, hw, hw)
         t.linear(rows, hw, hw)
     t.linear(rows, hw, 2 * hw)  # final adaLN
     t.linear(rows, hw, 2 * dim)  # [eps | v]
+
+
+def _head_chain(t: _Tally, cfg: ModelConfig, rows: float, steps: int) -> None:
+    """`DiffusionHead.sample` over `rows` net rows: cond_embed once, then `steps` evaluations."""
+    t.linear(rows, cfg.width, cfg.head_width)
+    for _ in range(steps):
+        _head_net(t, cfg, rows, cond=False)
 
 
 # ----------------------------------------------------------------------------- training
@@ -226,8 +241,10 @@ def generate_frame_breakdown(model_cfg: ModelConfig, frame_index: int, grid: tup
     """Inference FLOPs {backbone, head, total} of generating latent frame `frame_index` (>= 1).
 
     With the cache: K passes of the frame's tokens against frame_index cached frames, plus (when
-    `commit`) the pass appending the finished frame. Without: K passes over frames
-    0..frame_index. CFG (cfg_scale != 1) doubles the batch of both.
+    `commit`) the pass appending the finished frame; the text K/V come from the cache (counted
+    once, in the prefill of `generate_video_flops`). Without: K passes over frames
+    0..frame_index. The head embeds z once per chain and runs `num_sampling_steps` evaluations
+    per token. CFG (cfg_scale != 1) doubles the batch of both.
     """
     cfg = model_cfg
     if cfg.attn != "causal" and use_kv_cache:
@@ -243,10 +260,9 @@ def generate_frame_breakdown(model_cfg: ModelConfig, frame_index: int, grid: tup
     seen = (frame_index + 1) * per_frame
     queries = per_frame if use_kv_cache else seen
     passes = num_iter + (1 if use_kv_cache and commit else 0)
-    for _ in range(passes):
-        _backbone_pass(ledger["backbone"], cfg, rows, queries, seen, lt)
-    for _ in range(steps):
-        _head_net(ledger["head"], cfg, rows * per_frame)
+    for _ in range(passes):  # with the cache, the text K/V were computed by the prefill
+        _backbone_pass(ledger["backbone"], cfg, rows, queries, seen, lt, text_kv=not use_kv_cache)
+    _head_chain(ledger["head"], cfg, rows * per_frame, steps)
     return ledger.summary(train=False)
 
 
@@ -291,8 +307,7 @@ def generate_video_flops(model_cfg: ModelConfig, num_frames: int, grid: tuple[in
         generated = num_frames - num_cond
         for _ in range(num_iter * generated):
             _backbone_pass(ledger["backbone"], cfg, rows, total, total, lt)
-        for _ in range(steps):
-            _head_net(ledger["head"], cfg, rows * generated * per_frame)
+        _head_chain(ledger["head"], cfg, rows * generated * per_frame, steps)
     else:
         cached = mode == "cached"
         if cached:  # prefill the conditioning frames

@@ -22,6 +22,10 @@ class KVCache:
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.length = 0  # committed tokens (whole frames)
         self.max_len = max_len
+        # Text cross-attention K/V per layer: the same for every pass of a clip, so computed once
+        # per context tensor (identity-checked; holding it keeps the check sound).
+        self._cross_context = None
+        self._cross: dict = {}
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store (B, H, L, D) k/v after the prefix; return prefix+new k/v views, (B, H, length+L, D)."""
@@ -39,5 +43,14 @@ class KVCache:
             raise RuntimeError("KV cache commit beyond max_len")
         self.length += num_tokens
 
+    def cross_kv(self, layer: int, context: torch.Tensor, compute):
+        """Cross-attention (k, v) of `layer` for `context`: `compute()` once, then reused."""
+        if context is not self._cross_context:
+            self._cross_context, self._cross = context, {}
+        if layer not in self._cross:
+            self._cross[layer] = compute()
+        return self._cross[layer]
+
     def reset(self) -> None:
         self.length = 0
+        self._cross_context, self._cross = None, {}

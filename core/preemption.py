@@ -17,7 +17,9 @@ submitit's: on SIGUSR1 it requeues the job and exits with SystemExit(-1); on SIG
 When there is none, or it returns, `Preempted` is raised. `Preempted` is a `SystemExit` with exit
 code `PREEMPTED_EXIT_CODE` = 75 (EX_TEMPFAIL, "try again later"): uncaught it ends the process
 quietly with status 75, `except Exception` blocks do not swallow it, and an sbatch script
-without submitit can requeue on it: `python ... || { [ $? -eq 75 ] && scontrol requeue $SLURM_JOB_ID; }`.
+without submitit can requeue on it:
+
+    python ablations/run.py ... || { [ $? -eq 75 ] && scontrol requeue "$SLURM_JOB_ID"; }
 
 Give SLURM time for one step plus one checkpoint: `#SBATCH --signal=USR1@120` (submitit's
 `slurm_signal_delay_s`) sends SIGUSR1 that many seconds before the end; SIGTERM is followed by
@@ -109,7 +111,8 @@ class PreemptionGuard:
         if callable(previous):
             _say(f"{signal.Signals(signum).name}: calling the previously installed handler")
             previous(signum, None)
-        _say(f"{signal.Signals(signum).name}: exiting with status {PREEMPTED_EXIT_CODE} for requeue")
+        _say(f"{signal.Signals(signum).name}: exiting with status {PREEMPTED_EXIT_CODE} "
+             "for requeue")
         raise Preempted(signum)
 
 

@@ -179,14 +179,8 @@ class VAETokenizer(Tokenizer):
         """Load (once), check and freeze the AutoencoderKL; errors name missing files and fixes."""
         if self._vae.module is not None:
             return self._vae.module
-        if not self.cfg.vae_path:
-            raise FileNotFoundError(f"tokenizer.kind=vae needs tokenizer.vae_path: {STAGE_HINT}")
+        check_pretrained(self.cfg)
         root = Path(self.cfg.vae_path).expanduser()
-        missing = self.missing_files()
-        if missing:
-            where = "does not exist" if not root.is_dir() else "lacks " + ", ".join(missing)
-            raise FileNotFoundError(f"VAE directory {str(root)!r} {where} (needs {VAE_CONFIG_FILE} "
-                                    f"and one of {', '.join(VAE_WEIGHT_FILES)}): {STAGE_HINT}")
         self._check_config(root)
         from diffusers import AutoencoderKL  # imported lazily: diffusers takes seconds to import
 
@@ -237,6 +231,35 @@ class VAETokenizer(Tokenizer):
         frames = torch.cat([vae.decode(chunk).sample for chunk in z.split(VAE_ENCODE_CHUNK)])
         video = rearrange(frames, "(b t) c h w -> b t c h w", b=b)
         return ((video + 1.0) * 0.5).clamp(0.0, 1.0)
+
+
+def missing_pretrained_files(cfg: TokenizerConfig) -> List[str]:
+    """Files the tokenizer of `cfg` needs from disk that are not there ([] for kind=patch).
+
+    Cheap (a few stat calls) and loads nothing: call it before any work. For kind=vae without
+    tokenizer.vae_path the entry is "tokenizer.vae_path (not set)".
+    """
+    if cfg.kind != "vae":
+        return []
+    if not cfg.vae_path:
+        return ["tokenizer.vae_path (not set)"]
+    root = Path(cfg.vae_path).expanduser()
+    return [str(root / name) for name in VAETokenizer(cfg).missing_files()]
+
+
+def check_pretrained(cfg: TokenizerConfig) -> None:
+    """Raise FileNotFoundError listing the missing pretrained files and how to stage them."""
+    missing = missing_pretrained_files(cfg)
+    if not missing:
+        return
+    if not cfg.vae_path:
+        raise FileNotFoundError(f"tokenizer.kind=vae needs tokenizer.vae_path: {STAGE_HINT}")
+    root = Path(cfg.vae_path).expanduser()
+    where = ("does not exist" if not root.is_dir()
+             else "lacks " + ", ".join(Path(m).name for m in missing))
+    raise FileNotFoundError(f"VAE directory {str(root)!r} {where} (needs {VAE_CONFIG_FILE} and "
+                            f"one of {', '.join(VAE_WEIGHT_FILES)}); missing: "
+                            f"{', '.join(missing)}. To fix: {STAGE_HINT}")
 
 
 def build_tokenizer(cfg: TokenizerConfig) -> Tokenizer:

@@ -1,10 +1,14 @@
 """A dataset over a folder of real videos (mp4, webm and anything else PyAV decodes).
 
 Construction scans the folder once (recursively, hidden files and folders ignored) and reads only
-container metadata plus the first frame of each file; files that cannot be opened or decoded, have
-no video stream, or are shorter than the clip span (num_frames - 1) * frame_stride + 1 frames are
-left out and listed with the reason in `VideoFolder.skipped`. Probe results are cached per
-(path, size, mtime), so building the train/val/test datasets scans each file once.
+container metadata, the first frame and the packet index of the file's tail; files that are empty,
+cannot be opened or decoded (random bytes, a codec FFmpeg has no decoder for), have no video
+stream, end well before the frame count their container promises (truncated copies), or are
+shorter than the clip span (num_frames - 1) * frame_stride + 1 frames are left out and listed with
+the reason in `VideoFolder.skipped` (`core.data.write_data_report` saves that list next to a run).
+An empty folder, or one without a usable video, is an error at construction, before any training.
+Probe results are cached per (path, size, mtime), so building the train/val/test datasets scans
+each file once. A file that still fails to decode while training raises a RuntimeError naming it.
 
 Splits: files are ordered by the SHA-1 of their path relative to the folder; the first 5% (at least
 one file) are val, the next 5% (at least one) test, the rest train. The order depends only on the
@@ -15,8 +19,9 @@ Items: a clip of num_frames frames, every frame_stride-th decoded frame, startin
 val/test and at a start drawn from numpy Generator([seed, index]) for train. Frames are resized so
 that the video covers the target (the shorter side relative to the target aspect becomes the target
 size; torch bilinear with antialias) and then cropped to height x width: a centre crop, except for
-train with `random_crop` (default True), where the crop position comes from the same generator. Decoding seeks close
-to the start frame for long videos and stops as soon as the last needed frame is read. The caption
+train with `random_crop` (default True), where the crop position comes from the same generator.
+Decoding seeks close to the start frame for long videos and stops as soon as the last needed frame
+is read. The caption
 is the file stem with separators replaced by spaces; `gt` is empty.
 """
 
@@ -43,6 +48,11 @@ DEFAULT_FPS = 25.0  # when a stream reports no frame rate at all
 SEEK_MIN_FRAMES = 48  # decode from the beginning below this start frame, seek above it
 RESIZE_CHUNK = 4  # frames converted to float and resized at a time (bounds peak memory)
 PIXEL_MAX = 255.0
+# A stream whose last packet lies more than this many frames (or this fraction of the promised
+# count) before the end its container promises is treated as truncated; smaller gaps are rounding
+# in frame-rate estimates, and the usable count is clipped to what is really there.
+TRUNCATION_SLACK_FRAMES = 2
+TRUNCATION_SLACK_FRACTION = 0.02
 _PROBE_CACHE: Dict[Tuple[str, int, int], Tuple[int, str]] = {}
 
 
@@ -70,6 +80,26 @@ def _probe(path: Path) -> Tuple[int, str]:
     return result
 
 
+def _last_packet_index(path: Path, count: int) -> int:
+    """Frame index of the last video packet, found by seeking near frame `count` - 1 and demuxing
+    (no decoding) to the end; -1 when nothing is found there."""
+    last = -1
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        fps, t0, base = _fps(stream), _start_seconds(stream), stream.time_base
+        if base is None:
+            return -1
+        target = max(0.0, t0 + (count - 1) / fps)
+        try:
+            container.seek(int(target / base), stream=stream, backward=True, any_frame=False)
+            for packet in container.demux(stream):
+                if packet.size and packet.pts is not None:
+                    last = max(last, int(round((float(packet.pts * base) - t0) * fps)))
+        except av.FFmpegError:  # a cut-off file may end in a damaged packet: keep what was read
+            pass
+    return last
+
+
 def _probe_uncached(path: Path) -> Tuple[int, str]:
     try:
         with av.open(str(path)) as container:
@@ -90,7 +120,17 @@ def _probe_uncached(path: Path) -> Tuple[int, str]:
             with av.open(str(path)) as container:
                 stream = container.streams.video[0]
                 count = sum(1 for packet in container.demux(stream) if packet.size)
-        return count, ""
+            return count, ""
+        # The container's frame count comes from its header; a copy cut short keeps the header.
+        last = _last_packet_index(path, count)
+        slack = max(TRUNCATION_SLACK_FRAMES, int(TRUNCATION_SLACK_FRACTION * count))
+        if last + 1 < count - slack:
+            return 0, (f"truncated: the container promises {count} frames but the video stream "
+                       f"ends after about {last + 1} (an incomplete copy? re-download or remove "
+                       "it)")
+        return min(count, last + 1), ""
+    except av.DecoderNotFoundError as err:
+        return 0, f"unsupported codec (this FFmpeg build has no decoder for it): {err}"
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as err:
         return 0, f"cannot open or decode: {type(err).__name__}: {err}"
 
@@ -226,10 +266,15 @@ class VideoFolder(Dataset):
         stride, num = self.cfg.frame_stride, self.cfg.num_frames
         rng = np.random.default_rng([self.seed, index]) if self.split == "train" else None
         start = int(rng.integers(0, total - self.span + 1)) if rng is not None else 0
-        frames, seen = _read_frames(path, [start + k * stride for k in range(num)])
-        if len(frames) < num:  # the metadata overstated the length: take the last full clip
-            start = max(0, seen + 1 - self.span)
+        try:
             frames, seen = _read_frames(path, [start + k * stride for k in range(num)])
+            if len(frames) < num:  # the metadata overstated the length: take the last full clip
+                start = max(0, seen + 1 - self.span)
+                frames, seen = _read_frames(path, [start + k * stride for k in range(num)])
+        except (av.FFmpegError, OSError) as err:
+            raise RuntimeError(f"{path}: decoding frames {start}..{start + self.span - 1} failed "
+                               f"({type(err).__name__}: {err}) although the file passed the scan; "
+                               "re-encode or remove it") from err
         if len(frames) < num:
             raise RuntimeError(f"{path}: decoded only {seen + 1} frames, fewer than the "
                                f"{self.span} a clip needs although its metadata promised more; "

@@ -98,7 +98,8 @@ def test_resume_continues_exactly(tmp_path):
     assert ck_a["step"] == ck_b["step"] == 4 and ema_a.num_updates == ema_b.num_updates == 4
     assert_same_params(ema_a.shadow, ema_b.shadow)
     # Atomic writes leave no temp files behind; a finished run resumes to a no-op.
-    assert sorted(p.name for p in (tmp_path / "split").iterdir()) == ["checkpoint.pt"]
+    assert sorted(p.name for p in (tmp_path / "split").iterdir()) == [
+        "checkpoint.prev.pt", "checkpoint.pt"]  # the previous checkpoint is kept (core/checkpoint)
     _, again = run(tmp_path / "split")
     assert again["resumed_from"] == 4 and again["losses"] == s_full["losses"]
 

@@ -31,7 +31,7 @@ LOCK        := $(wildcard requirements.lock)
 LOCK_EXTRAS := sweeps tables metrics dev notebooks profile
 
 .DEFAULT_GOAL := venv
-.PHONY: help venv demo test test-fast tables notebooks lab lock clean distclean
+.PHONY: help venv demo test test-fast test-notebooks tables notebooks lab lock clean distclean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -68,6 +68,9 @@ test: venv  ## run the whole test suite
 
 test-fast: venv  ## tests without the `slow` marker
 	$(PY) -m pytest -q -m 'not slow'
+
+test-notebooks: venv  ## execute notebooks/results.ipynb headless
+	$(PY) -m pytest -q --nbmake -p no:cacheprovider notebooks/results.ipynb
 
 tables: venv  ## regenerate paper_tables/<table>.{md,tex,png} from paper_tables/runs.jsonl
 	$(PY) bench/make_tables.py

@@ -1,16 +1,39 @@
-"""Regenerate paper_tables/<table>.{md,tex,png} from the results table. Never edit those by hand.
+"""Regenerate every paper table and figure from the results table. Never edit the outputs by hand.
 
-    python bench/make_tables.py [RESULTS] [--out DIR] [--table NAME]... [--no-plots]
+    python bench/make_tables.py [RESULTS] [--out DIR] [--table NAME]... [--all-commits]
+                                [--baseline TABLE=VARIANT]... [--metrics a,b] [--no-plots]
 
 Pure functions turn rows into tables (lm-evaluation-harness `make_table`); main() only reads,
-writes and prints. A table aggregates the train/eval rows whose `table` field names it: one line
-per value of the ablation's factor column (FACTORS, else the rows' `factor` field), one column per
-numeric metric, cells "mean ± sample std" over seeds. Failed runs are footnoted, never averaged.
+writes and prints. Outputs in --out (default: the results file's directory), per table
+`<table>.md`, `<table>.tex` and seaborn figures `<table>*.png`:
+
+- ablation tables (kind train/eval rows, grouped by their `table`): one line per variant
+  (`config.variant`; older rows without it fall back to FACTORS / the row's `factor` column),
+  cells "mean ± sample std" over seeds; the synthetic `syn_*` metrics get a second block. Derived
+  columns: per-frame drift (temperature), extrapolation error (rows with
+  `extrap_mse_per_frame`), and for `val_curve` rows the FLOPs to reach the baseline variant's
+  final val_loss (same-quality compute) and val_loss at the largest budget every run reached
+  (same-compute quality). Figures: metric per variant with seed error bars, extrapolation
+  curves, per-frame drift, val_loss vs training FLOPs.
+- `optuna` rows (kind="optuna"): one line per study with the best params and value.
+- kind="bench" rows (kv_cache, flops, cost, ...): their scalar metrics per variant, and a
+  throughput figure when they have `*_per_s` / `*speedup*` metrics.
+- `vbench_i2v`: the published VBench-I2V rows of paper_tables/reference/ (with citations and
+  aggregates recomputed by core/metrics/aggregate.py) beside the measured rows; synthetic
+  (`syn_*`) rows are never aggregated, official `vbench_<dim>` rows (percent) are.
+- `efficiency`: VideoMAR vs Cosmos ratios from the reference data.
+
+By default only rows from the newest commit of each (table, variant, seed) are used (rows of
+older code are counted in a footnote); --all-commits keeps every commit and flags the mix.
+Failed runs are footnoted, never averaged. Reruns are byte-identical: everything is sorted, no
+dates are written, and PNG metadata carries no software version or time.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import hashlib
 import math
 import re
 import statistics
@@ -21,25 +44,43 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/make_tables.py` works without an installed package
+from core.metrics.aggregate import DIMENSION_KEYS, partial_scores  # noqa: E402
+from core.metrics.synthetic import KEYS as SYNTHETIC_KEYS  # noqa: E402
 from core.results import read_rows  # noqa: E402
 
 DEFAULT_RESULTS = "paper_tables/runs.jsonl"
-FACTORS = {"attn": "attn"}  # table -> column whose value labels a table line; add ablations here
-METRIC_ORDER = ("val_loss", "mse_mean", "psnr_first", "wall_time_s")  # then the rest, sorted
+REFERENCE_DIR = ROOT / "paper_tables" / "reference"
+FACTORS = {"attn": "attn"}  # table -> column labelling a line, for rows without config.variant
+METRIC_ORDER = ("val_loss", "mse_mean", "psnr_first", "train_flops", "steps_per_s",
+                "wall_time_s")  # then derived metrics, then the rest, sorted
 TOP_LEVEL_METRICS = ("wall_time_s",)  # metrics stored beside `metrics`, not inside it
-KINDS = ("train", "eval")
+ABLATION_KINDS = ("train", "eval")
+BASELINES = {"curriculum": "off", "resolution": "fixed"}  # val_curve tables: the reference line
+DRIFT_TABLES = ("temperature",)
+THROUGHPUT = re.compile(r"(per_s|speedup)")  # bench metrics shown in the throughput figure
+VBENCH_TABLE = "vbench_i2v"
+VBENCH_PREFIX = "vbench_"  # official backend metrics in a row: vbench_<dimension>, in percent
 LATEX_ESCAPES = {c: "\\" + c for c in "&%$#_{}"}
+TEXT_COLUMNS = ("source", "VideoMAR", "Cosmos I2V")  # left-aligned in Markdown and LaTeX
+DPI = 120
 
 
 @dataclass
 class Table:
     name: str
-    factor: str
+    factor: str  # header of the label column
     metrics: list[str]
-    lines: list[tuple[str, int, dict[str, str]]]  # (factor value, n ok runs, metric -> cell)
+    lines: list[tuple[str, int, dict[str, str]]]  # (label, n ok runs, metric -> cell)
     failed: list[dict] = field(default_factory=list)
     commits: list[str] = field(default_factory=list)  # short shas, "+dirty" marked
     num_ok: int = 0
+    notes: list[str] = field(default_factory=list)
+    blocks: list[tuple[str, list[str]]] = field(default_factory=list)  # (title, metrics) after the first
+    source_note: str = "mean ± sample std over seeds"
+    plotted: bool = True  # optuna studies have no seeds to plot
+
+
+# ----------------------------------------------------------------------------- rows
 
 
 def latest_per_run(rows: list[dict]) -> list[dict]:
@@ -62,10 +103,15 @@ def value_of(row: dict, key: str):
     return node
 
 
-def metric_of(row: dict, name: str):
-    value = row.get(name) if name in TOP_LEVEL_METRICS else (row.get("metrics") or {}).get(name)
+def _number(value):
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     return float(value) if is_number and math.isfinite(value) else None
+
+
+def metric_of(row: dict, name: str):
+    if name in TOP_LEVEL_METRICS:
+        return _number(row.get(name))
+    return _number((row.get("metrics") or {}).get(name))
 
 
 def metric_names(rows: list[dict]) -> list[str]:
@@ -77,14 +123,48 @@ def metric_names(rows: list[dict]) -> list[str]:
 
 
 def factor_of(name: str, rows: list[dict]) -> str:
+    """The column labelling lines: "variant" when rows carry config.variant, else FACTORS/factor."""
+    if any(value_of(r, "variant") not in (None, "") for r in rows):
+        return "variant"
     if name in FACTORS:
         return FACTORS[name]
     named = sorted({r["factor"] for r in rows if r.get("factor")})
     if len(named) > 1:
         raise ValueError(f"table {name!r}: rows name different factors {named}")
     if not named:
-        warnings.warn(f"table {name!r}: no factor known (add it to FACTORS); grouping by preset")
+        warnings.warn(f"table {name!r}: no variant or factor known (add it to FACTORS); "
+                      "grouping by preset")
     return named[0] if named else "preset"
+
+
+def label_of(row: dict, factor: str) -> str:
+    """A row's line label: config.variant, else its table's older factor column, else its preset.
+
+    Rows written before `variant` existed are labelled through FACTORS or their own `factor`
+    column, so they land on the same line as newer rows of the same setting.
+    """
+    legacy = [FACTORS.get(str(row.get("table"))), row.get("factor"), factor]
+    for key in ["variant"] + [k for k in legacy if k and k != "variant"] + ["preset"]:
+        value = value_of(row, key)
+        if value not in (None, ""):
+            return value if isinstance(value, (str, int, float)) else str(value)
+    return "–"
+
+
+def short_commit(row: dict) -> str:
+    return str(row.get("commit", "unknown"))[:7] + ("+dirty" if row.get("dirty") else "")
+
+
+def newest_commit_only(rows: list[dict], factor: str) -> tuple[list[dict], int]:
+    """Rows of the newest commit (by row date) per (table, label, seed), and how many were left out."""
+    newest: dict = {}
+    for r in rows:
+        key = (r.get("table"), str(label_of(r, factor)), str(r.get("seed")))
+        stamp = (str(r.get("date") or ""), str(r.get("commit")))
+        newest[key] = max(newest.get(key, stamp), stamp)
+    kept = [r for r in rows if str(r.get("commit")) ==
+            newest[(r.get("table"), str(label_of(r, factor)), str(r.get("seed")))][1]]
+    return kept, len(rows) - len(kept)
 
 
 def mean_std(values: list[float]) -> str:
@@ -101,36 +181,303 @@ def mean_std(values: list[float]) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def summarize(name: str, rows: list[dict], only: list[str] | None = None) -> Table:
+# ----------------------------------------------------------------------------- derived metrics
+
+
+def _interp(x: float, xs: list[float], ys: list[float]):
+    """Linear interpolation of y at x on a polyline sorted by xs; None outside its range."""
+    if not xs or x < xs[0] or x > xs[-1]:
+        return None
+    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return ys[-1]
+
+
+def curve_of(row: dict) -> tuple[list[float], list[float]]:
+    """(flops, val_loss) of a row's `val_curve`, sorted by FLOPs, finite points only."""
+    points = []
+    for p in (row.get("metrics") or {}).get("val_curve") or []:
+        if not isinstance(p, dict):
+            continue
+        f, v = _number(p.get("flops")), _number(p.get("val_loss"))
+        if f is not None and v is not None:
+            points.append((f, v))
+    points.sort()
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def flops_to_reach(flops: list[float], losses: list[float], target: float):
+    """The first FLOPs at which the curve reaches `target` (linear between points), else None."""
+    for i, (f, v) in enumerate(zip(flops, losses)):
+        if v <= target:
+            if i == 0:
+                return f
+            f0, v0 = flops[i - 1], losses[i - 1]
+            return f0 + (f - f0) * (v0 - target) / (v0 - v)
+    return None
+
+
+def curve_metrics(rows: list[dict], factor: str, baseline: str | None) -> tuple[dict, list[str]]:
+    """{id(row): derived metrics} for val_curve rows, and the footnotes explaining them."""
+    curves = {id(r): curve_of(r) for r in rows}
+    curves = {k: c for k, c in curves.items() if c[0]}
+    if not curves:
+        return {}, []
+    budget = min(c[0][-1] for c in curves.values())
+    out = {k: {"final_flops": c[0][-1], "val_loss_at_equal_flops": _interp(budget, *c)}
+           for k, c in curves.items()}
+    notes = [f"val_loss_at_equal_flops: each run's val_curve at {budget:.4g} FLOPs, the largest "
+             "budget every run reached (same-compute quality)."]
+    base = [curves[id(r)] for r in rows if id(r) in curves and str(label_of(r, factor)) == baseline]
+    if base:
+        target = statistics.fmean(c[1][-1] for c in base)
+        for k, c in curves.items():
+            out[k]["flops_to_baseline_val_loss"] = flops_to_reach(*c, target)
+        notes.append(f"flops_to_baseline_val_loss: training FLOPs until val_loss <= {target:.4g}, "
+                     f"the final val_loss of the baseline {factor}={baseline} (same-quality "
+                     "compute; – or n<runs: not reached).")
+    else:
+        notes.append(f"no baseline line ({factor}={baseline}) among the rows: same-quality compute "
+                     "not computed (pass --baseline TABLE=VARIANT).")
+    return out, notes
+
+
+def per_frame_metrics(row: dict, drift: bool) -> dict:
+    """Drift of mse_per_frame (slope per frame) and the extrapolation summaries of a row."""
+    m = row.get("metrics") or {}
+    out = {}
+    mse = [v for v in (_number(x) for x in m.get("mse_per_frame") or []) if v is not None]
+    if drift and len(mse) >= 2:
+        xs = range(len(mse))
+        mx, my = statistics.fmean(xs), statistics.fmean(mse)
+        out["mse_drift_per_frame"] = (sum((x - mx) * (y - my) for x, y in zip(xs, mse))
+                                      / sum((x - mx) ** 2 for x in xs))
+        out["mse_last_over_first"] = mse[-1] / mse[0] if mse[0] else None
+    extrap = [v for v in (_number(x) for x in m.get("extrap_mse_per_frame") or []) if v is not None]
+    if extrap:
+        out["extrap_mse_mean"] = statistics.fmean(extrap)
+        beyond = extrap[len(mse):] if mse else []
+        if beyond:  # generated frames past the trained clip length
+            out["extrap_mse_beyond_trained"] = statistics.fmean(beyond)
+    return out
+
+
+# ----------------------------------------------------------------------------- summaries
+
+
+def summarize(name: str, rows: list[dict], only: list[str] | None = None, *,
+              all_commits: bool = False, baseline: str | None = None) -> Table:
     """Aggregate the rows of one table (already filtered to it) over seeds; `only` picks metrics."""
     rows = latest_per_run(rows)
-    ok = [r for r in rows if r.get("status") == "ok"]
     factor = factor_of(name, rows)
-    metrics = [m for m in metric_names(ok) if only is None or m in only]
+    notes = []
+    if not all_commits:
+        rows, dropped = newest_commit_only(rows, factor)
+        if dropped:
+            notes.append(f"{dropped} row(s) of older commits left out (newest commit per "
+                         f"{factor} and seed; --all-commits keeps them).")
+    ok = [r for r in rows if r.get("status") == "ok"]
+    derived = {id(r): per_frame_metrics(r, name in DRIFT_TABLES) for r in ok}
+    curves, curve_notes = curve_metrics(ok, factor, baseline or BASELINES.get(name))
+    for k, extra in curves.items():
+        derived[k].update(extra)
+    notes += curve_notes
+    derived_names = sorted({k for d in derived.values() for k, v in d.items() if v is not None})
+
+    def value(r, m):
+        return derived[id(r)].get(m) if m in derived_names else metric_of(r, m)
+
+    names = metric_names(ok)
+    head = [m for m in names if m in METRIC_ORDER] + derived_names
+    names = head + [m for m in names if m not in head]
+    names = [m for m in names if only is None or m in only]
+    syn = [m for m in SYNTHETIC_KEYS if m in names]
+    syn += [f"extrap_{m}" for m in SYNTHETIC_KEYS if f"extrap_{m}" in names]
+    metrics = [m for m in names if m not in syn]
     groups: dict = {}
     for r in ok:
-        label = value_of(r, factor)
-        label = label if isinstance(label, (str, int, float, type(None))) else str(label)
-        groups.setdefault(label, []).append(r)
+        groups.setdefault(label_of(r, factor), []).append(r)
     lines = []
     numeric = all(isinstance(k, (int, float)) and not isinstance(k, bool) for k in groups)
     for label in sorted(groups, key=None if numeric else str):  # numbers sort as numbers
         runs, cells = groups[label], {}
-        for m in metrics:
-            values = [v for v in (metric_of(r, m) for r in runs) if v is not None]
+        for m in metrics + syn:
+            values = [v for v in (value(r, m) for r in runs) if v is not None]
             cells[m] = mean_std(values) + (f" (n={len(values)})" if len(values) < len(runs) else "")
         lines.append((str(label), len(runs), cells))
-    commits = sorted({str(r.get("commit", "unknown"))[:7] + ("+dirty" if r.get("dirty") else "")
-                      for r in ok})
     failed = sorted((r for r in rows if r.get("status") != "ok"),
                     key=lambda r: str(r.get("run_id")))
-    return Table(name, factor, metrics, lines, failed, commits, len(ok))
+    blocks = [("synthetic VBench-I2V-style metrics (core/metrics/synthetic.py; in [0, 1], "
+               "not VBench numbers)", syn)] if syn else []
+    return Table(name, factor, metrics, lines, failed, sorted({short_commit(r) for r in ok}),
+                 len(ok), notes, blocks)
+
+
+def _flatten(prefix: str, value, out: dict) -> None:
+    if isinstance(value, dict):
+        for k in sorted(value):
+            _flatten(f"{prefix}.{k}" if prefix else str(k), value[k], out)
+    elif isinstance(value, (str, int, float, bool)) or value is None:
+        out[prefix] = value
+
+
+def summarize_optuna(name: str, rows: list[dict], *, all_commits: bool = False) -> Table:
+    """One line per optuna row: its best value and params (nested metrics flattened, dotted)."""
+    rows = latest_per_run(rows)
+    factor = "variant" if any(value_of(r, "variant") for r in rows) else "run_id"
+    notes = []
+    if not all_commits:
+        rows, dropped = newest_commit_only(rows, factor)
+        if dropped:
+            notes.append(f"{dropped} row(s) of older commits left out (--all-commits keeps them).")
+    ok = [r for r in rows if r.get("status") == "ok"]
+    flat = {}
+    for r in ok:
+        flat[id(r)] = {}
+        _flatten("", {k: v for k, v in (r.get("metrics") or {}).items() if not isinstance(v, list)},
+                 flat[id(r)])
+    metrics = sorted({k for d in flat.values() for k in d})
+    lines = []
+    for r in sorted(ok, key=lambda r: (str(label_of(r, factor)), str(r.get("run_id")))):
+        cells = {m: ("–" if flat[id(r)].get(m) is None else
+                     mean_std([v]) if (v := _number(flat[id(r)].get(m))) is not None
+                     else str(flat[id(r)].get(m))) for m in metrics}
+        lines.append((str(label_of(r, factor)), 1, cells))
+    failed = sorted((r for r in rows if r.get("status") != "ok"), key=lambda r: str(r.get("run_id")))
+    return Table(name, factor, metrics, lines, failed, sorted({short_commit(r) for r in ok}),
+                 len(ok), notes, source_note="best trial of each study", plotted=False)
+
+
+# ----------------------------------------------------------------------------- reference data
+
+
+def read_reference(name: str) -> list[dict]:
+    """Rows of paper_tables/reference/<name>.csv ([] if absent)."""
+    path = REFERENCE_DIR / f"{name}.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def reference_digest() -> str:
+    """sha256 prefix of the reference CSVs: names the published data a table was built from."""
+    digest = hashlib.sha256()
+    for path in sorted(REFERENCE_DIR.glob("*.csv")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+VBENCH_COLUMNS = DIMENSION_KEYS + ("quality", "i2v", "total")
+
+
+def _pct(value) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def vbench_table(rows: list[dict], all_commits: bool = False) -> Table:
+    """Published VBench-I2V rows + measured rows (official vbench_* and synthetic syn_*)."""
+    lines, notes = [], []
+    for r in read_reference("vbench_i2v"):
+        values = {k: float(r[k]) if r.get(k) else None for k in DIMENSION_KEYS}
+        scores = partial_scores(values)
+        cells = {k: _pct(values[k]) for k in DIMENSION_KEYS}
+        cells.update({k: _pct(scores[k]) for k in ("quality", "i2v", "total")})
+        cells["source"] = f"{r['source']} (aggregates recomputed)"
+        lines.append((r["model"], 0, cells))
+    for r in read_reference("vbench_i2v_aggregates"):
+        cells = {k: "–" for k in DIMENSION_KEYS}
+        cells.update({k: _pct(_number(float(r[k])) if r.get(k) else None)
+                      for k in ("quality", "i2v", "total")})
+        cells["source"] = f"{r['source']}, published aggregate"
+        lines.append((r["model"], 0, cells))
+    num_ref = len(lines)
+    measured = [r for r in latest_per_run(rows) if r.get("status") == "ok"
+                and r.get("kind") in ABLATION_KINDS + ("bench",)]
+    groups: dict = {}
+    for r in measured:
+        m = r.get("metrics") or {}
+        backend = ("vbench" if any(k.startswith(VBENCH_PREFIX) for k in m) else
+                   "synthetic" if any(k in m for k in SYNTHETIC_KEYS) else None)
+        if backend:
+            factor = "variant" if value_of(r, "variant") else (r.get("factor") or "preset")
+            groups.setdefault((backend, str(r.get("table")), factor), []).append(r)
+    used = []
+    for (backend, table, factor), group in sorted(groups.items()):
+        if not all_commits:
+            group, _ = newest_commit_only(group, factor)
+        by_label: dict = {}
+        for r in group:
+            by_label.setdefault(str(label_of(r, factor)), []).append(r)
+        for label, runs in sorted(by_label.items()):
+            used += runs
+            lines.append(_measured_line(backend, f"{table}: {label}", runs))
+    notes.append("Published rows: per-dimension values as printed (see the source column and "
+                 "paper_tables/reference/*.csv for full citations); Quality/I2V/Total recomputed "
+                 "with core/metrics/aggregate.py (VBench's formula) unless marked published.")
+    if any(line[2]["source"].startswith("synthetic") for line in lines):
+        notes.append("Synthetic rows: exact ground-truth metrics on the built-in sprites "
+                     "(core/metrics/synthetic.py), x100, mean ± sd over seeds. They mirror the "
+                     "dimensions but are not VBench scores: no aesthetic dimension and never "
+                     "aggregated into Quality/I2V/Total.")
+    commits = sorted({short_commit(r) for r in used})
+    return Table(VBENCH_TABLE, "model", list(VBENCH_COLUMNS) + ["source"], lines, [], commits,
+                 len(used), notes, source_note=f"{num_ref} published reference rows (data "
+                 f"{reference_digest()}) + measured rows")
+
+
+def _measured_line(backend: str, label: str, runs: list[dict]) -> tuple[str, int, dict]:
+    cells = {}
+    if backend == "vbench":  # official values in percent: aggregate per run, then average
+        per_run = []
+        for r in runs:
+            values = {k: metric_of(r, VBENCH_PREFIX + k) for k in DIMENSION_KEYS}
+            per_run.append({**values, **partial_scores(values)})
+        for k in VBENCH_COLUMNS:
+            vals = [p[k] for p in per_run if p.get(k) is not None]
+            cells[k] = mean_std(vals) + (f" (n={len(vals)})" if 0 < len(vals) < len(runs) else "")
+        cells["source"] = "vbench (official backend, measured)"
+    else:
+        by_dim = {dim: key for key, dim in SYNTHETIC_KEYS.items() if dim}
+        for k in VBENCH_COLUMNS:
+            key = by_dim.get(k)
+            vals = [100 * v for v in (metric_of(r, key) for r in runs) if v is not None] if key else []
+            cells[k] = mean_std(vals) if vals else "–"
+        cells["source"] = "synthetic (measured, not VBench)"
+    return label, len(runs), cells
+
+
+def efficiency_table() -> Table:
+    """VideoMAR vs Cosmos I2V: the abstract's ratios beside the quoted absolute numbers."""
+    quoted = {r["model"].split(" (")[0]: r for r in read_reference("vbench_i2v_aggregates")}
+    mar, cosmos = quoted.get("VideoMAR", {}), quoted.get("Cosmos I2V", {})
+    absolute = {"parameters": "params", "training data": "video_data"}
+    lines = []
+    for r in read_reference("efficiency"):
+        key = absolute.get(r["quantity"])
+        lines.append((r["quantity"], 0, {
+            "VideoMAR": mar.get(key, "–") if key else "–",
+            "Cosmos I2V": cosmos.get(key, "–") if key else "–",
+            "VideoMAR / Cosmos (%)": r["videomar_vs_cosmos_percent"],
+            "source": r["citation"] + (f"; absolute values: {mar.get('citation')}" if key and mar
+                                       else "")}))
+    for key, label in (("total", "VBench-I2V Total (%)"), ("i2v", "VBench-I2V I2V Score (%)")):
+        if mar and cosmos:
+            lines.append((label, 0, {"VideoMAR": mar[key], "Cosmos I2V": cosmos[key],
+                                     "VideoMAR / Cosmos (%)": "–", "source": mar["citation"]}))
+    columns = ["VideoMAR", "Cosmos I2V", "VideoMAR / Cosmos (%)", "source"]
+    return Table("efficiency", "quantity", columns, lines,
+                 source_note=f"published reference data {reference_digest()}")
+
+
+# ----------------------------------------------------------------------------- rendering
 
 
 def header(t: Table, command: str, source: str) -> str:
     commits = ", ".join(t.commits) or "none"
     return (f"Generated by `{command}` from {source}; commit {commits}; {t.num_ok} ok rows, "
-            f"{len(t.failed)} failed; mean ± sample std over seeds. Do not edit.")
+            f"{len(t.failed)} failed; {t.source_note}. Do not edit.")
 
 
 def footnotes(t: Table) -> list[str]:
@@ -138,19 +485,33 @@ def footnotes(t: Table) -> list[str]:
     if len(t.commits) > 1:
         notes.append(f"WARNING: rows mix {len(t.commits)} commits ({', '.join(t.commits)}); "
                      f"values may not be comparable.")
+    notes += t.notes
     for r in t.failed:
         error = (str(r.get("error") or "no error recorded").strip().splitlines() or [""])[-1][:120]
         notes.append(f"failed, not averaged: run {r.get('run_id')} {t.factor}="
-                     f"{value_of(r, t.factor)} seed={r.get('seed')}: {error}")
+                     f"{label_of(r, t.factor)} seed={r.get('seed')}: {error}")
     return notes
 
 
+def _blocks(t: Table) -> list[tuple[str, list[str]]]:
+    return [("", t.metrics)] + [b for b in t.blocks if b[1]]
+
+
+def _with_n(t: Table) -> bool:
+    return any(n for _, n, _ in t.lines)
+
+
 def to_markdown(t: Table, command: str, source: str) -> str:
-    out = [f"_{header(t, command, source)}_", "",
-           "| " + " | ".join([t.factor, "n", *t.metrics]) + " |",
-           "|" + "---|" + "---:|" * (len(t.metrics) + 1)]
-    out += ["| " + " | ".join([label, str(n), *(c[m] for m in t.metrics)]) + " |"
-            for label, n, c in t.lines]
+    out = [f"_{header(t, command, source)}_"]
+    for title, metrics in _blocks(t):
+        out += ["", f"**{title}**", ""] if title else [""]
+        first = [t.factor] + (["n"] if _with_n(t) else [])
+        out += ["| " + " | ".join(first + metrics) + " |",
+                "|---|" + "---:|" * (len(first) - 1)
+                + "".join("---|" if m in TEXT_COLUMNS else "---:|" for m in metrics)]
+        out += ["| " + " | ".join([label] + ([str(n) if n else "–"] if _with_n(t) else [])
+                                  + [c.get(m, "–") for m in metrics]) + " |"
+                for label, n, c in t.lines]
     notes = footnotes(t)
     return "\n".join(out + ([""] + [f"- {n}" for n in notes] if notes else [])) + "\n"
 
@@ -160,50 +521,195 @@ def tex(s: str) -> str:
 
 
 def to_latex(t: Table, command: str, source: str) -> str:
-    out = [f"% {header(t, command, source)}",
-           "\\begin{tabular}{l" + "r" * (len(t.metrics) + 1) + "}", "\\toprule",
-           " & ".join(tex(h) for h in [t.factor, "n", *t.metrics]) + " \\\\", "\\midrule"]
-    out += [" & ".join(tex(x) for x in [label, str(n), *(c[m] for m in t.metrics)]) + " \\\\"
-            for label, n, c in t.lines]
-    out += ["\\bottomrule", "\\end{tabular}"] + [f"% {tex(n)}" for n in footnotes(t)]
+    out = [f"% {header(t, command, source)}"]
+    for title, metrics in _blocks(t):
+        first = [t.factor] + (["n"] if _with_n(t) else [])
+        out += ([f"% {tex(title)}"] if title else []) + [
+            "\\begin{tabular}{l" + "r" * (len(first) - 1)
+            + "".join("l" if m in TEXT_COLUMNS else "r" for m in metrics) + "}", "\\toprule",
+            " & ".join(tex(h) for h in first + metrics) + " \\\\", "\\midrule"]
+        out += [" & ".join(tex(x) for x in [label] + ([str(n) if n else "–"] if _with_n(t) else [])
+                           + [c.get(m, "–") for m in metrics]) + " \\\\"
+                for label, n, c in t.lines]
+        out += ["\\bottomrule", "\\end{tabular}"]
+    out += [f"% {tex(n)}" for n in footnotes(t)]
     return "\n".join(out) + "\n"
 
 
-def plot(t: Table, rows: list[dict], path: Path) -> None:
-    """Mean ± sd per factor value with one gray dot per seed; a panel per headline metric."""
+# ----------------------------------------------------------------------------- figures
+
+
+def _pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    plt.rcParams.update({"svg.hashsalt": "videomar", "figure.max_open_warning": 0})
+    return plt
+
+
+def _save(fig, path: Path, note: str) -> None:
+    """PNG with fixed metadata (no software version, no time): reruns are byte-identical."""
+    plain = note.replace("±", "+/-").replace("–", "-").encode("ascii", "replace").decode()
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI, metadata={"Software": None, "Description": plain})
+    fig.clf()
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
+def _ok_rows(t: Table, rows: list[dict], all_commits: bool) -> list[dict]:
+    ok = [r for r in latest_per_run(rows) if r.get("status") == "ok"]
+    return ok if all_commits else newest_commit_only(ok, t.factor)[0]
+
+
+def plot(t: Table, rows: list[dict], path: Path, note: str, all_commits: bool = False) -> bool:
+    """Mean ± sd per line with one gray dot per seed; a panel per headline metric."""
     import pandas as pd
     import seaborn as sns
 
-    shown = [m for m in t.metrics if m in METRIC_ORDER] or t.metrics[:4]
-    ok = [r for r in latest_per_run(rows) if r.get("status") == "ok"]
-    data = pd.DataFrame([{"level": str(value_of(r, t.factor)), "metric": m,
+    bench = all(r.get("kind") == "bench" for r in rows)
+    shown = ([m for m in t.metrics if THROUGHPUT.search(m)][:6] if bench else
+             [m for m in t.metrics if m in METRIC_ORDER] or t.metrics[:4])
+    ok = _ok_rows(t, rows, all_commits)
+    data = pd.DataFrame([{"level": str(label_of(r, t.factor)), "metric": m,
                           "value": metric_of(r, m)} for r in ok for m in shown]).dropna()
+    shown = [m for m in shown if m in set(data["metric"])] if not data.empty else []
+    if not shown:
+        return False
+    plt = _pyplot()
     order = [label for label, _, _ in t.lines]
-    panels = max(1, len(shown))
-    fig, axes = plt.subplots(1, panels, figsize=(3.2 * panels, 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3.2), squeeze=False)
     for ax, m in zip(axes[0], shown):
         d = data[data.metric == m]
         if not d.empty:
             sns.pointplot(d, x="level", y="value", order=order, errorbar="sd", capsize=0.2,
                           linestyle="none", err_kws={"linewidth": 1.2}, ax=ax)
-            sns.stripplot(d, x="level", y="value", order=order, color="gray", size=3, ax=ax)
+            sns.stripplot(d, x="level", y="value", order=order, color="gray", size=3, ax=ax,
+                          jitter=False)
         ax.set(title=m, xlabel=t.factor, ylabel="")
+        ax.tick_params(axis="x", labelrotation=30)
     fig.suptitle(f"{t.name}: mean ± sd over seeds, commit {', '.join(t.commits)}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path, note)
+    return True
 
 
-def build(rows: list[dict], only: list[str] | None = None) -> dict[str, tuple[Table, list[dict]]]:
-    """table name -> (summary, its rows), from all rows of the results table."""
-    by_table: dict[str, list[dict]] = {}
+def _integer_ticks():
+    from matplotlib.ticker import MaxNLocator
+    return MaxNLocator(integer=True)
+
+
+def _frame_data(t: Table, ok: list[dict], keys: dict[str, str]):
+    import pandas as pd
+
+    return pd.DataFrame([{"line": str(label_of(r, t.factor)), "seed": str(r.get("seed")),
+                          "shape": shape, "frame": i + 1, "mse": v}
+                         for r in ok for key, shape in keys.items()
+                         for i, v in enumerate((r.get("metrics") or {}).get(key) or [])
+                         if _number(v) is not None])
+
+
+def plot_frames(t: Table, rows: list[dict], path: Path, note: str, extrapolation: bool,
+                all_commits: bool = False) -> bool:
+    """Per-frame MSE vs generated frame index per line (drift), or trained vs extrapolated shape."""
+    import seaborn as sns
+
+    keys = {"mse_per_frame": "trained shape"}
+    if extrapolation:
+        keys["extrap_mse_per_frame"] = "extrapolated shape"
+    data = _frame_data(t, _ok_rows(t, rows, all_commits), keys)
+    if data.empty or (extrapolation and "extrapolated shape" not in set(data["shape"])):
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    sns.lineplot(data, x="frame", y="mse", hue="line", style="shape" if extrapolation else None,
+                 errorbar="sd", marker="o", ax=ax, hue_order=[label for label, _, _ in t.lines])
+    if extrapolation:
+        trained = data[data["shape"] == "trained shape"]["frame"].max()
+        ax.axvline(trained + 0.5, color="gray", linestyle=":", linewidth=1)
+        ax.set_title(f"{t.name}: per-frame MSE, trained vs extrapolated shape", fontsize=9)
+    else:
+        ax.set_title(f"{t.name}: per-frame drift (mean ± sd over seeds)", fontsize=9)
+    ax.set(xlabel="generated frame", ylabel="MSE vs truth")
+    ax.xaxis.set_major_locator(_integer_ticks())
+    _save(fig, path, note)
+    return True
+
+
+def plot_curves(t: Table, rows: list[dict], path: Path, note: str, all_commits: bool = False) -> bool:
+    """val_loss against training FLOPs, one thin line per seed, coloured by line."""
+    import pandas as pd
+    import seaborn as sns
+
+    ok = _ok_rows(t, rows, all_commits)
+    data = pd.DataFrame([{"line": str(label_of(r, t.factor)), "seed": str(r.get("seed")),
+                          "flops": f, "val_loss": v}
+                         for r in ok for f, v in zip(*curve_of(r))])
+    if data.empty:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    sns.lineplot(data, x="flops", y="val_loss", hue="line", units="seed", estimator=None,
+                 marker="o", markersize=3, ax=ax, hue_order=[label for label, _, _ in t.lines])
+    ax.set_xscale("log")
+    ax.set_title(f"{t.name}: held-out loss vs training FLOPs (one line per seed)", fontsize=9)
+    _save(fig, path, note)
+    return True
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def build(rows: list[dict], only: list[str] | None = None, *, all_commits: bool = False,
+          baselines: dict | None = None) -> dict[str, tuple[Table, list[dict]]]:
+    """table name -> (summary, its rows) for every table in the results plus the reference tables."""
+    by_table: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
-        if r.get("kind") in KINDS and r.get("table"):
-            by_table.setdefault(str(r["table"]), []).append(r)
-    return {name: (summarize(name, rs, only), rs) for name, rs in sorted(by_table.items())}
+        kind = r.get("kind")
+        if r.get("table") and kind in ABLATION_KINDS + ("bench", "optuna"):
+            family = "ablation" if kind in ABLATION_KINDS else kind
+            by_table.setdefault((str(r["table"]), family), []).append(r)
+    names = {}
+    for (name, family), rs in sorted(by_table.items()):
+        shared = any(n == name and f != family for n, f in by_table)
+        names[(name, family)] = name if family == "ablation" or not shared else f"{name}_{family}"
+    tables = {}
+    for (name, family), rs in sorted(by_table.items()):
+        out = names[(name, family)]
+        if family == "optuna" or name == "optuna":
+            tables[out] = (summarize_optuna(out, rs, all_commits=all_commits), rs)
+        else:
+            tables[out] = (summarize(name, rs, only, all_commits=all_commits,
+                                     baseline=(baselines or {}).get(name)), rs)
+            tables[out][0].name = out
+    tables[VBENCH_TABLE] = (vbench_table(rows, all_commits), [])
+    if read_reference("efficiency"):
+        tables["efficiency"] = (efficiency_table(), [])
+    return dict(sorted(tables.items()))
+
+
+def write_table(out: Path, name: str, t: Table, rows: list[dict], command: str, source: str,
+                plots: bool, all_commits: bool) -> list[str]:
+    """Write <name>.md/.tex and its figures; returns the file suffixes written."""
+    stem = out / re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    md = to_markdown(t, command, source)
+    Path(f"{stem}.md").write_text(md)
+    Path(f"{stem}.tex").write_text(to_latex(t, command, source))
+    written = [".md", ".tex"]
+    if not plots or not rows or not t.lines or not t.plotted:
+        return written
+    note = md.splitlines()[0].strip("_")
+    figures = [("", lambda p: plot(t, rows, p, note, all_commits))]
+    has = {k for r in rows for k in (r.get("metrics") or {})}
+    if "extrap_mse_per_frame" in has:
+        figures.append(("_extrapolation", lambda p: plot_frames(t, rows, p, note, True, all_commits)))
+    if t.name in DRIFT_TABLES and "mse_per_frame" in has:
+        figures.append(("_drift", lambda p: plot_frames(t, rows, p, note, False, all_commits)))
+    if "val_curve" in has:
+        figures.append(("_curves", lambda p: plot_curves(t, rows, p, note, all_commits)))
+    for suffix, draw in figures:
+        if draw(Path(f"{stem}{suffix}.png")):
+            written.append(f"{suffix}.png")
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,31 +719,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="output directory (default: the results file's directory)")
     p.add_argument("--table", action="append", help="only these tables (repeatable)")
     p.add_argument("--metrics", help="comma-separated metric columns (default: every numeric one)")
+    p.add_argument("--all-commits", action="store_true",
+                   help="aggregate rows of every commit (default: newest per table/variant/seed)")
+    p.add_argument("--baseline", action="append", default=[], metavar="TABLE=VARIANT",
+                   help=f"baseline line of a val_curve table (default: {BASELINES})")
     p.add_argument("--no-plots", action="store_true", help="skip the .png figures")
     args = p.parse_args(argv)
+    baselines = dict(BASELINES)
+    for item in args.baseline:
+        if "=" not in item:
+            p.error(f"--baseline {item!r}: expected TABLE=VARIANT")
+        baselines.update([item.split("=", 1)])
     results = Path(args.results)
     if args.results == DEFAULT_RESULTS and not results.exists():
         results = ROOT / DEFAULT_RESULTS  # the default is relative to the repo root
     out = Path(args.out) if args.out else results.parent
     command = " ".join(["python bench/make_tables.py", *argv])
-    tables = build(read_rows(results), args.metrics.split(",") if args.metrics else None)
+    rows = read_rows(results)
+    if not any(r.get("table") for r in rows):
+        print(f"no result rows in {results}; nothing written")
+        return 0
+    tables = build(rows, args.metrics.split(",") if args.metrics else None,
+                   all_commits=args.all_commits, baselines=baselines)
     if args.table:
         tables = {k: v for k, v in tables.items() if k in args.table}
-    if not tables:
-        print(f"no train/eval rows in {results}; nothing written")
-        return 0
     out.mkdir(parents=True, exist_ok=True)
-    for name, (t, rows) in tables.items():
-        stem = str(out / re.sub(r"[^A-Za-z0-9_.-]", "_", name))
-        Path(stem + ".md").write_text(to_markdown(t, command, args.results))
-        Path(stem + ".tex").write_text(to_latex(t, command, args.results))
-        written = [".md", ".tex"]
-        if not args.no_plots and t.lines:
-            plot(t, rows, Path(stem + ".png"))
-            written.append(".png")
+    for name, (t, rs) in tables.items():
+        written = write_table(out, name, t, rs, command, args.results, not args.no_plots,
+                              args.all_commits)
         if len(t.commits) > 1:
             warnings.warn(f"table {name}: rows mix commits {t.commits}")
-        print(f"wrote {stem}{{{','.join(written)}}}: {t.num_ok} ok rows, {len(t.failed)} failed")
+        print(f"wrote {out / name}{{{','.join(written)}}}: {t.num_ok} ok rows, {len(t.failed)} failed")
         print(to_markdown(t, command, args.results))
     return 0
 

@@ -275,3 +275,36 @@ def test_preempted_submitit_job_is_requeued_and_resumes(tmp_path):
         torch.testing.assert_close(interrupted["model"][name], tensor, rtol=1e-5, atol=1e-6,
                                    msg=lambda m: f"{name}: {m}")
     assert interrupted["losses"] == pytest.approx(plain["losses"], rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_two_task_submitit_job_trains_with_ddp_like_one_process(tmp_path):
+    """tasks_per_node=2: two ranks from submitit's environment join a gloo group and train with
+    DDP on halves of each global batch; the weights equal a single-process run's."""
+    from core.checkpoint import read_checkpoint
+
+    overrides = [o for o in TINY if not o.startswith("train.steps")] + ["train.steps=4"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(RUN + ["-m", "hydra/launcher=submitit_local",
+                                 "hydra.launcher.tasks_per_node=2"] + _sweep(tmp_path) + overrides,
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _rows(tmp_path / "runs.jsonl")
+    assert [(r["status"], r["metrics"]["world_size"]) for r in rows] == [("ok", 2)]
+
+    sys.path.insert(0, str(ROOT))
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from ablations import run as run_app
+
+    with initialize_config_dir(config_dir=str(ROOT / "ablations" / "conf"), version_base="1.3"):
+        cfg = OmegaConf.to_object(compose(config_name="config", overrides=overrides + [
+            f"results={tmp_path / 'single.jsonl'}", f"out_dir={tmp_path / 'single'}"]))
+    single = run_app.run(cfg)
+    assert single["metrics"]["world_size"] == 1
+    ddp = read_checkpoint(next((tmp_path / "runs").glob("train-*/checkpoint.pt")))
+    one = read_checkpoint(next((tmp_path / "single").glob("train-*/checkpoint.pt")))
+    for name, tensor in one["model"].items():
+        torch.testing.assert_close(ddp["model"][name], tensor, rtol=1e-4, atol=1e-5,
+                                   msg=lambda m: f"{name}: {m}")

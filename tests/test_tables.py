@@ -113,7 +113,7 @@ def test_cli_on_empty_table(tmp_path, capsys):
 def test_notebook_runs_headless(tmp_path, with_rows):
     table = tmp_path / "runs.jsonl"
     if with_rows:
-        for row in fixture_rows():
+        for row in fixture_rows() + suite_rows():
             append_row(table, row)
     env = dict(os.environ, VIDEOMAR_RESULTS=str(table), MPLBACKEND="Agg")
     command = [sys.executable, "-m", "pytest", "--nbmake", "-q", "-p", "no:cacheprovider",
@@ -121,3 +121,139 @@ def test_notebook_runs_headless(tmp_path, with_rows):
     proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert not table.exists() or with_rows  # the notebook only reads
+
+
+# ----------------------------------------------------------------------------- ablation suite rows
+
+NEW = "fed0000" + "0" * 33
+OLD = "0ld0000" + "0" * 33
+
+
+def _ablation_row(table, variant, seed, metrics, *, commit=NEW, date="2026-11-22T10:00:00+00:00",
+                  kind="train"):
+    return {"run_id": f"{table}-{variant}-{seed}-{commit[:3]}", "kind": kind, "status": "ok",
+            "table": table, "ablation": table, "seed": seed, "commit": commit, "dirty": False,
+            "date": date, "config": {"variant": variant, "seed": seed}, "metrics": metrics,
+            "wall_time_s": 1.0}
+
+
+def _curve(scale, flops_per_step):
+    return [{"step": s, "flops": s * flops_per_step, "val_loss": scale / (1 + s)}
+            for s in (0, 10, 20, 40)]
+
+
+def suite_rows():
+    rows = []
+    for seed in (0, 1):
+        rows.append(_ablation_row("temperature", "constant", seed, {
+            "mse_mean": 0.1, "mse_per_frame": [0.05, 0.1, 0.15], "syn_dynamic_degree": 0.5 + seed / 10}))
+        rows.append(_ablation_row("temperature", "progressive", seed, {
+            "mse_mean": 0.05, "mse_per_frame": [0.05, 0.05, 0.05], "syn_dynamic_degree": 0.9}))
+        rows.append(_ablation_row("rope", "rope3d", seed, {
+            "mse_per_frame": [0.1, 0.1], "extrap_mse_per_frame": [0.1, 0.1, 0.2],
+            "extrap_frames": 3, "extrap_height": 48}))
+        rows.append(_ablation_row("rope", "learned", seed, {
+            "mse_per_frame": [0.1, 0.1], "extrap_mse_per_frame": [0.2, 0.3, 0.9],
+            "extrap_frames": 3, "extrap_height": 48}))
+        rows.append(_ablation_row("curriculum", "off", seed, {"val_curve": _curve(1.0, 1e9)}))
+        rows.append(_ablation_row("curriculum", "on", seed, {"val_curve": _curve(1.0, 5e8)}))
+    rows.append(_ablation_row("temperature", "constant", 0, {"mse_mean": 99.0}, commit=OLD,
+                              date="2026-11-01T10:00:00+00:00"))
+    rows.append(_ablation_row("optuna", "sampler", 0, {"best_value": 0.12, "best_params": {
+        "sampler.num_iter": 6, "sampler.temperature_schedule": "progressive"}}, kind="optuna"))
+    rows.append(_ablation_row("kv_cache", "cached", 0, {"tokens_per_s": 500.0,
+                                                        "kv_cache_backbone_speedup": 3.0,
+                                                        "cached_ms_per_frame": [1.0, 1.1]},
+                              kind="bench"))
+    rows.append(_ablation_row("kv_cache", "recompute", 0, {"tokens_per_s": 150.0}, kind="bench"))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def suite_tables():
+    return mt.build(suite_rows())
+
+
+def _line(table, label):
+    return next(cells for name, _, cells in table.lines if name == label)
+
+
+def test_variant_labels_and_newest_commit_only(suite_tables):
+    t, _ = suite_tables["temperature"]
+    assert t.factor == "variant" and [line[0] for line in t.lines] == ["constant", "progressive"]
+    assert _line(t, "constant")["mse_mean"] == "0.1 ± 0"  # the old commit's 99.0 is left out
+    assert any("1 row(s) of older commits left out" in n for n in t.notes)
+    assert t.commits == ["fed0000"]
+    everything = mt.build(suite_rows(), all_commits=True)["temperature"][0]
+    assert everything.commits == ["0ld0000", "fed0000"]
+    assert _line(everything, "constant")["mse_mean"] == "33 ± 57"  # mean of 0.1, 0.1, 99
+
+
+def test_derived_columns(suite_tables):
+    temp = suite_tables["temperature"][0]
+    assert _line(temp, "constant")["mse_drift_per_frame"] == "0.05 ± 0"
+    assert _line(temp, "progressive")["mse_drift_per_frame"] == "0 ± 0"
+    assert temp.blocks[0][1] == ["syn_dynamic_degree"]  # synthetic metrics in their own block
+    rope = suite_tables["rope"][0]
+    assert _line(rope, "learned")["extrap_mse_beyond_trained"] == "0.9 ± 0"
+    assert _line(rope, "rope3d")["extrap_mse_mean"] == "0.1333 ± 0"
+    cur = suite_tables["curriculum"][0]
+    # baseline "off" ends at val_loss 1/41; "on" reaches it with half the FLOPs per step
+    assert _line(cur, "off")["flops_to_baseline_val_loss"] == "4e+10 ± 0"
+    assert _line(cur, "on")["flops_to_baseline_val_loss"] == "2e+10 ± 0"
+    assert _line(cur, "on")["val_loss_at_equal_flops"] == "0.02439 ± 0"  # budget 2e10: 1/41
+    assert _line(cur, "off")["val_loss_at_equal_flops"] == "0.04762 ± 0"  # step 20: 1/21
+
+
+def test_optuna_bench_and_vbench_tables(suite_tables):
+    opt = suite_tables["optuna"][0]
+    assert _line(opt, "sampler")["best_params.sampler.temperature_schedule"] == "progressive"
+    kv = suite_tables["kv_cache"][0]
+    assert _line(kv, "cached")["tokens_per_s"] == "500" and "cached_ms_per_frame" not in kv.metrics
+    vb = suite_tables["vbench_i2v"][0]
+    assert _line(vb, "DynamiCrafter-1024")["total"] == "86.52"
+    synthetic = _line(vb, "temperature: constant")
+    assert synthetic["dynamic_degree"] == "55.0 ± 7.1" and synthetic["total"] == "–"
+    assert synthetic["source"].startswith("synthetic")
+
+
+def test_official_vbench_rows_are_aggregated():
+    values = {"i2v_subject": 96.71, "i2v_background": 96.05, "camera_motion": 35.44,
+              "subject_consistency": 95.69, "background_consistency": 97.38,
+              "motion_smoothness": 97.38, "dynamic_degree": 47.40, "aesthetic_quality": 66.46,
+              "imaging_quality": 69.34}
+    row = _ablation_row("eval_vbench", "main", 0, {f"vbench_{k}": v for k, v in values.items()},
+                        kind="eval")
+    vb = mt.vbench_table([row])
+    cells = _line(vb, "eval_vbench: main")
+    assert cells["total"] == "86.52" and cells["source"].startswith("vbench")
+    del row["metrics"]["vbench_camera_motion"]
+    assert _line(mt.vbench_table([row]), "eval_vbench: main")["total"] == "–"
+
+
+def test_make_tables_is_byte_identical_on_rerun(tmp_path):
+    table = tmp_path / "runs.jsonl"
+    for row in suite_rows():
+        append_row(table, row)
+    out1 = tmp_path / "tables"
+    assert mt.main([str(table), "--out", str(out1)]) == 0
+    names = sorted(p.name for p in out1.iterdir())
+    first_run = {name: (out1 / name).read_bytes() for name in names}
+    for expected in ("curriculum_curves.png", "rope_extrapolation.png", "temperature_drift.png",
+                     "kv_cache.png", "vbench_i2v.md", "efficiency.tex", "optuna.md"):
+        assert expected in names
+    assert mt.main([str(table), "--out", str(out1)]) == 0
+    assert sorted(p.name for p in out1.iterdir()) == names
+    for name in names:
+        assert (out1 / name).read_bytes() == first_run[name], name
+    first = (out1 / "temperature.md").read_text().splitlines()[0]
+    assert f"python bench/make_tables.py {table} --out {out1}" in first
+    assert "commit fed0000;" in first and "4 ok rows" in first
+
+
+def test_notebook_is_committed_without_outputs():
+    import json
+
+    nb = json.loads((ROOT / "notebooks" / "results.ipynb").read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert code and all(not c.get("outputs") and c.get("execution_count") is None for c in code)

@@ -31,7 +31,7 @@ LOCK        := $(wildcard requirements.lock)
 LOCK_EXTRAS := sweeps tables metrics dev notebooks profile
 
 .DEFAULT_GOAL := venv
-.PHONY: help venv demo test test-fast test-notebooks tables notebooks lab lock clean distclean
+.PHONY: help venv demo test test-fast test-notebooks tables bench profile notebooks lab lock clean distclean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -74,6 +74,16 @@ test-notebooks: venv  ## execute notebooks/results.ipynb headless
 
 tables: venv  ## regenerate paper_tables/<table>.{md,tex,png} from paper_tables/runs.jsonl
 	$(PY) bench/make_tables.py
+
+bench: venv  ## KV-cache throughput, FLOPs/MFU, GPU-hour cost, profiler trace; rows -> results table
+	$(PY) bench/kv_cache.py
+	$(PY) bench/flops.py
+	$(PY) bench/cost.py
+	$(PY) bench/profiler.py
+
+profile: venv  ## torch.profiler traces in runs/profile (open: .venv/bin/tensorboard --logdir runs/profile)
+	$(MAKE) venv EXTRAS=$(EXTRAS),profile
+	$(PY) bench/profiler.py --out runs/profile
 
 notebooks: ## install jupyterlab into .venv (starts nothing; `make lab` starts it)
 	$(MAKE) venv EXTRAS=$(EXTRAS),notebooks

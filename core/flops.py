@@ -20,6 +20,8 @@ What is counted mirrors `VideoMAR.forward` and `core.sampler`:
   passes (over the current frame against the KV cache, or over all frames so far without it),
   the commit pass that appends the finished frame to the cache, and the head's
   `num_sampling_steps` network evaluations for each of the frame's tokens (doubled under CFG).
+  With the cache the text cross-attention K/V are computed once per clip (in the prefill) and
+  the head embeds each token's condition z once per chain, as the sampler does.
 
 `measured_flops` runs a function under `FlopCounterMode` with formulas for the CPU flash-attention
 kernels that torch leaves uncounted (without them SDPA silently counts 0 on CPU).

@@ -1,0 +1,117 @@
+"""The bench scripts end-to-end at toy sizes: last stdout line is JSON, one bench row is appended.
+
+Timings are never asserted (the machine is shared); the tests check the plumbing and the
+properties that do not depend on speed (FLOP ratios, cost-model arithmetic, trace files).
+"""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.config import preset
+from core.flops import generate_video_flops
+from core.results import read_rows
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def run_script(name, argv, capsys):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    metrics = module.main(argv)
+    lines = capsys.readouterr().out.strip().splitlines()
+    last = json.loads(lines[-1])
+    assert len(lines) > 2, "a readable table comes before the JSON line"
+    return metrics, last
+
+
+def only_row(path, table):
+    rows = read_rows(path)
+    assert len(rows) == 1 and rows[0]["kind"] == "bench" and rows[0]["table"] == table
+    assert rows[0]["status"] == "ok"
+    return rows[0]
+
+
+def test_kv_cache_bench(tmp_path, capsys):
+    results = tmp_path / "runs.jsonl"
+    _, out = run_script("kv_cache", ["--frames", "3", "--grid", "4", "--steps", "2",
+                                     "--num-iter", "2", "--repeats", "1",
+                                     "--results", str(results)], capsys)
+    for key in ("kv_cache_backbone_speedup", "analytic_flop_ratio", "last_over_first_frame",
+                "cached_tokens_per_s", "recompute_backbone_s", "joint_backbone_s"):
+        assert out[key] > 0, key
+    cfg = preset("tiny")
+    cached = generate_video_flops(cfg, 4, (4, 4), num_iter=2, num_sampling_steps=2)
+    recompute = generate_video_flops(cfg, 4, (4, 4), mode="recompute", num_iter=2,
+                                     num_sampling_steps=2)
+    assert out["analytic_flop_ratio"] == pytest.approx(recompute["backbone"] / cached["backbone"])
+    assert len(out["cached_backbone_ms_per_frame"]) == 3
+    assert out["analytic_last_over_first_frame"] > 1  # attention to a longer cache
+    row = only_row(results, "kv_cache")
+    assert row["metrics"]["analytic_flop_ratio"] == pytest.approx(out["analytic_flop_ratio"])
+
+
+def test_kv_cache_bench_rejects_bad_modes(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="unknown"):
+        run_script("kv_cache", ["--modes", "cached,magic", "--no-results"], capsys)
+
+
+def test_flops_bench(tmp_path, capsys):
+    results = tmp_path / "runs.jsonl"
+    _, out = run_script("flops", ["--preset", "tiny", "--batch", "1", "--frames", "3",
+                                  "--grid", "4", "--steps", "1", "--gen-frames", "2",
+                                  "--gen-steps", "2", "--num-iter", "2", "--peak-size", "128",
+                                  "--results", str(results)], capsys)
+    assert 0 < out["train_mfu"] and out["peak_gflops"] > 0
+    assert out["train_analytic_over_measured"] == pytest.approx(1.0, abs=0.02)
+    assert out["gen_analytic_over_measured_cached"] == pytest.approx(1.0, abs=0.02)
+    assert out["gen_analytic_over_measured_recompute"] == pytest.approx(1.0, abs=0.02)
+    only_row(results, "flops")
+
+
+def test_cost_bench_arithmetic(tmp_path, capsys):
+    args = ["--token-budget", "1e9", "--no-results"]
+    _, a = run_script("cost", [*args, "--mfu", "0.5"], capsys)
+    _, b = run_script("cost", [*args, "--mfu", "0.25"], capsys)
+    assert b["gpu_hours_no_curriculum"] == pytest.approx(2 * a["gpu_hours_no_curriculum"])
+    # Short, low-resolution stages cost less per token than the final shape.
+    assert a["gpu_hours_curriculum"] < a["gpu_hours_no_curriculum"]
+    # 6 x parameters per token is the usual rule of thumb; attention and the head add to it.
+    per_token = a["paper_flops_per_clip"] / (7 * 30 * 48)
+    assert 0.8 < per_token / (6 * a["params"]) < 1.6
+    results = tmp_path / "runs.jsonl"
+    _, c = run_script("cost", ["--token-budget", "1e9", "--results", str(results)], capsys)
+    assert c["mfu_source"] == "default" and c["mfu"] == pytest.approx(0.4)
+    only_row(results, "cost")
+    with pytest.raises(SystemExit, match="fractions must sum to 1"):
+        run_script("cost", [*args, "--stages", "3x16x16:0.5"], capsys)
+    with pytest.raises(SystemExit, match="FRAMESxHxW"):
+        run_script("cost", [*args, "--stages", "oops"], capsys)
+
+
+def test_profiler_writes_a_chrome_trace(tmp_path, capsys):
+    results = tmp_path / "runs.jsonl"
+    _, out = run_script("profiler", ["--what", "train,sample", "--batch", "1", "--frames", "2",
+                                     "--grid", "4", "--gen-steps", "2", "--num-iter", "2",
+                                     "--wait", "0", "--warmup", "1", "--active", "1",
+                                     "--out", str(tmp_path / "tb"), "--results", str(results)],
+                         capsys)
+    for what in ("train", "sample"):
+        traces = out[f"{what}_traces"]
+        assert len(traces) == 1 and Path(traces[0]).parent == tmp_path / "tb" / what
+        trace = json.loads(Path(traces[0]).read_text())
+        assert trace["traceEvents"], "an empty trace"
+        assert out[f"{what}_backbone_ms"] > 0 and out[f"{what}_head_ms"] > 0
+    only_row(results, "profile")

@@ -671,7 +671,12 @@ def build(rows: list[dict], only: list[str] | None = None, *, all_commits: bool 
     names = {}
     for (name, family), rs in sorted(by_table.items()):
         shared = any(n == name and f != family for n, f in by_table)
-        names[(name, family)] = name if family == "ablation" or not shared else f"{name}_{family}"
+        if family == "optuna":  # a study's best row owns the table name; its trials go beside it
+            names[(name, family)] = name
+        elif shared and (name, "optuna") in by_table:
+            names[(name, family)] = f"{name}_trials"
+        else:
+            names[(name, family)] = name if family == "ablation" or not shared else f"{name}_{family}"
     tables = {}
     for (name, family), rs in sorted(by_table.items()):
         out = names[(name, family)]

@@ -651,6 +651,8 @@ def plot_curves(t: Table, rows: list[dict], path: Path, note: str, all_commits: 
     sns.lineplot(data, x="flops", y="val_loss", hue="line", units="seed", estimator=None,
                  marker="o", markersize=3, ax=ax, hue_order=[label for label, _, _ in t.lines])
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())  # minor labels overlap on a 1-decade axis
+    ax.set_xlabel("training FLOPs (log scale)")
     ax.set_title(f"{t.name}: held-out loss vs training FLOPs (one line per seed)", fontsize=9)
     _save(fig, path, note)
     return True

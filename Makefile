@@ -31,7 +31,7 @@ LOCK        := $(wildcard requirements.lock)
 LOCK_EXTRAS := sweeps tables metrics dev notebooks profile
 
 .DEFAULT_GOAL := venv
-.PHONY: help venv demo test test-fast test-notebooks tables bench profile notebooks lab lock clean distclean
+.PHONY: help venv demo test test-fast test-notebooks tables bench profile sun notebooks lab lock clean distclean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -84,6 +84,9 @@ bench: venv  ## KV-cache throughput, FLOPs/MFU, GPU-hour cost, profiler trace; r
 profile: venv  ## torch.profiler traces in runs/profile (open: .venv/bin/tensorboard --logdir runs/profile)
 	$(MAKE) venv EXTRAS=$(EXTRAS),profile
 	$(PY) bench/profiler.py --out runs/profile
+
+sun: venv  ## SpeedUpNet CPU testbed: train + evaluate (~30 min on 2 cores), writes paper_tables/sun.{md,tex}
+	$(PY) bench/sun.py
 
 notebooks: ## install jupyterlab into .venv (starts nothing; `make lab` starts it)
 	$(MAKE) venv EXTRAS=$(EXTRAS),notebooks

@@ -170,7 +170,7 @@ class SUNAdapter(nn.Module):
         self._unet[0].set_attn_processor(dict(self._original))
 
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
-        """Only the adapter's tensors, keyed '<processor name>.<param>' (e.g. ...attn2.to_k_neg.weight)."""
+        """Only the adapter's tensors, keyed '<processor name>.<param>'."""
         return {f"{name}.{p}": t.detach().contiguous() for name in self.names
                 for p, t in self.layers[_key(name)].state_dict().items()}
 
@@ -182,7 +182,8 @@ class SUNAdapter(nn.Module):
         """Load adapter weights saved by save(); names and shapes must match this UNet."""
         tensors = load_file(str(path))
         expected = self.adapter_state_dict()
-        missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+        missing = sorted(set(expected) - set(tensors))
+        unexpected = sorted(set(tensors) - set(expected))
         if missing or unexpected:
             raise ValueError(f"{path}: adapter weights do not fit this UNet (missing {missing[:3]}"
                              f"{'...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}"

@@ -23,7 +23,7 @@ VARIANTS = {
 class SunConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
-    classifier_steps: int = 600
+    classifier_steps: int = 500
     seeds: tuple[int, ...] = (0, 1, 2)  # adapter training, trajectory pool and evaluation noise
     base_seed: int = 0  # teacher, style fine-tune and classifier: trained once, like SD1.5
     num_prompt: int = 128  # prompt-suite size per seed (same for every method: FD depends on N)

@@ -65,7 +65,8 @@ class DistillConfig:
 
 
 def random_prompt_pairs(combos: torch.Tensor, n: int, generator: torch.Generator,
-                        p_empty_neg: float, p_attr_drop: float) -> tuple[torch.Tensor, torch.Tensor]:
+                        p_empty_neg: float,
+                        p_attr_drop: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(positive, negative) captions, each (n, 4), from the full captions `combos`."""
     pos = testbed.sample_captions(combos, n, generator)
     pos = testbed.drop_attributes(pos, p_attr_drop, 0.0, generator)
@@ -161,7 +162,8 @@ def train_adapter(unet, adapter: sun_adapter.SUNAdapter, encoder, cache: dict,
     curves: dict[str, list[float]] = {"cfg": [], "msc": []}
     for step in range(cfg.num_steps):
         for group in opt.param_groups:  # cosine decay to 10%
-            group["lr"] = sun_teacher._lr_at(step, cfg.lr, cfg.num_steps // 10 + 1, cfg.num_steps)
+            group["lr"] = sun_teacher.cosine_lr(step, cfg.lr, cfg.num_steps // 10 + 1,
+                                                cfg.num_steps)
         idx = torch.randint(n, (cfg.batch_cfg,), generator=generator)
         k = torch.randint(num_states, (cfg.batch_cfg,), generator=generator)
         x_k, t_k = cache["states"][idx, k], cache["timesteps"][k]

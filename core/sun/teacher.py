@@ -6,9 +6,10 @@ because this model works in pixel space at 16x16: a *linear* beta schedule (1e-4
 pixel-space default) instead of SD's scaled-linear latent schedule, whose terminal SNR leaves
 visible signal at t = 999 in pixel space; DPM-Solver++'s dynamic thresholding of x0 predictions
 (Imagen's, right for pixel space, wrong for latents) so that guided pixel-space predictions at
-t = 999, where x0 = (x - s eps) / a amplifies eps errors ~150x, stay in [-1, 1]; cross-attention only at 8x8 and 4x4 (SD1.5 likewise
-has none at its coarsest level). Samplers: diffusers' DPMSolverMultistepScheduler
-(DPM-Solver++ 2M, trailing spacing) for every method, so the 4- and 25-step runs share spacing.
+t = 999, where x0 = (x - s eps) / a amplifies eps errors ~150x, stay in [-1, 1];
+cross-attention only at 8x8 and 4x4 (SD1.5 likewise has none at its coarsest level).
+Samplers: diffusers' DPMSolverMultistepScheduler (DPM-Solver++ 2M, trailing spacing) for every
+method, so the 4- and 25-step runs share spacing.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class TeacherConfig:
     block_out_channels: tuple[int, ...] = (32, 48, 64)
     text_dim: int = 64
     attention_head_dim: int = 8  # channels per head
-    num_steps: int = 1200
+    num_steps: int = 1000
     batch_size: int = 64
     lr: float = 2e-3
     warmup: int = 50
@@ -139,7 +140,7 @@ def plain_eps_fn(unet: UNet2DConditionModel, context: torch.Tensor) -> EpsFn:
 # ----------------------------------------------------------------------------- training
 
 
-def _lr_at(step: int, cfg_lr: float, warmup: int, num_steps: int) -> float:
+def cosine_lr(step: int, cfg_lr: float, warmup: int, num_steps: int) -> float:
     """Linear warmup, then cosine decay to 10%."""
     if step < warmup:
         return cfg_lr * (step + 1) / warmup
@@ -165,7 +166,7 @@ def train_denoiser(unet: UNet2DConditionModel, encoder: testbed.TextEncoder, cfg
     unet.train()
     for step in range(num_steps):
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, lr, min(cfg.warmup, num_steps // 5 + 1), num_steps)
+            group["lr"] = cosine_lr(step, lr, min(cfg.warmup, num_steps // 5 + 1), num_steps)
         labels = testbed.sample_captions(combos, cfg.batch_size, generator)
         x0 = testbed.render(labels, generator, style)
         captions = testbed.drop_attributes(labels, cfg.p_attr_drop, cfg.p_null, generator)

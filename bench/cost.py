@@ -107,7 +107,10 @@ def main(argv=None) -> dict:
     p = base_parser(__doc__.split("\n\n")[0])
     p.add_argument("--gpu", default="h100", choices=sorted(GPU_PEAK_TFLOPS))
     p.add_argument("--peak-tflops", type=float, default=None, help="override the GPU's peak")
-    p.add_argument("--mfu", default="measured", help="a fraction, or 'measured' (default)")
+    p.add_argument("--mfu", default="0.4", help="a fraction (default 0.4, a typical bf16 MFU for "
+                   "large-model training on H100-class GPUs), or 'measured': the newest "
+                   "bench/flops.py train_mfu in the results table (meaningful when that row was "
+                   "measured on the target GPU, not on this CPU)")
     p.add_argument("--token-budget", type=float, default=5e10,
                    help="latent clip tokens seen in training (default 5e10 = 10 epochs over "
                         "0.5M clips of 7x1440 tokens, the 0.5%%-of-Cosmos data scale)")

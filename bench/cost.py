@@ -107,8 +107,8 @@ def main(argv=None) -> dict:
     p = base_parser(__doc__.split("\n\n")[0])
     p.add_argument("--gpu", default="h100", choices=sorted(GPU_PEAK_TFLOPS))
     p.add_argument("--peak-tflops", type=float, default=None, help="override the GPU's peak")
-    p.add_argument("--mfu", default="0.4", help="a fraction (default 0.4, a typical bf16 MFU for "
-                   "large-model training on H100-class GPUs), or 'measured': the newest "
+    p.add_argument("--mfu", default="default", help="a fraction; 'default' (DEFAULT_MFU, a typical "
+                   "bf16 MFU for large-model training on H100-class GPUs); or 'measured': the newest "
                    "bench/flops.py train_mfu in the results table (meaningful when that row was "
                    "measured on the target GPU, not on this CPU)")
     p.add_argument("--token-budget", type=float, default=5e10,
@@ -122,6 +122,8 @@ def main(argv=None) -> dict:
             mfu_value = measured_mfu(args.results)
             mfu_source = "bench/flops.py train_mfu (CPU fp32)" if mfu_value else "default"
             mfu = mfu_value or DEFAULT_MFU
+        elif args.mfu == "default":
+            mfu, mfu_source = DEFAULT_MFU, "default"
         else:
             try:
                 mfu, mfu_source = float(args.mfu), "--mfu"

@@ -18,13 +18,6 @@ from core.results import read_rows
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def run_script(name, argv, capsys):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")

@@ -19,14 +19,6 @@ D = 2  # toy token dim
 ORACLE_STD = 0.2  # std of the analytic per-condition Gaussian
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny ops run fastest single-threaded (and avoid oversubscription on a shared 2-core box)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def closed_form_alpha_bar(t: torch.Tensor) -> torch.Tensor:
     """abar(t) = cos^2(((t/T) + 0.008)/1.008 * pi/2) in float64, for t in [0, T]."""

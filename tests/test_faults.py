@@ -107,13 +107,6 @@ def assert_close_params(a: dict, b: dict, atol: float = 1e-6) -> None:
         assert diff <= atol, f"{name}: max abs diff {diff:.3g} > {atol}"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):

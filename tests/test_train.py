@@ -42,14 +42,6 @@ class RandomVideos(Dataset):
         return {"video": video, "caption": f"a clip number {i}", "index": i}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops on a shared 2-core machine: intra-op threads only add contention (10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_model() -> VideoMAR:
     cfg = ModelConfig(width=64, depth=2, num_heads=2, text_dim=32, text_len=8, text_vocab=256,

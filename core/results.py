@@ -67,6 +67,10 @@ RUN_ID_CHARS = 12
 # generated from it change with every run.
 NOT_CODE = ("paper_tables",)
 _GIT_TIMEOUT_S = 10
+# Path-valued keys (top-level config keys and extra row columns) that make_row stores relative to
+# the checkout that ran, so committed rows carry no machine-specific absolute paths.
+PATH_KEYS = ("results", "out_dir", "train_dir")
+REPO_ROOT = Path(__file__).resolve().parents[1]
 # Flat columns make_row copies out of the nested config: column -> dotted config path.
 FLAT_KEYS = {"ablation": "ablation", "table": "table", "preset": "preset", "seed": "seed",
              "attn": "model.attn"}
@@ -203,6 +207,16 @@ def _lookup(config: dict, dotted: str) -> Any:
     return node
 
 
+def portable_path(value: Any, root: str | Path = REPO_ROOT) -> Any:
+    """An absolute path inside `root` as a path relative to it; anything else unchanged."""
+    if not isinstance(value, (str, Path)) or not Path(value).is_absolute():
+        return value
+    try:
+        return str(Path(value).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return str(value)  # outside the checkout: kept as the user gave it
+
+
 def make_row(config: dict, *, kind: str, status: str, metrics: dict | None = None,
              wall_time_s: float | None = None, error: str | None = None, factor: str | None = None,
              flat: dict[str, str] | None = None, git: dict | None = None, **extra: Any) -> dict:
@@ -211,12 +225,15 @@ def make_row(config: dict, *, kind: str, status: str, metrics: dict | None = Non
     flat maps column -> dotted config path and is copied to top-level columns (default: ablation,
     table, preset, seed, attn=model.attn). `factor` names the column that labels the row in its
     table. `git` defaults to git_info(); extra keys (e.g. seeds, metric_version) are added as is.
+    Paths under PATH_KEYS that lie inside this checkout are stored relative to it.
     """
     if status not in ("ok", "failed"):
         raise ValueError(f"status={status!r}: choose ok or failed")
     git = git if git is not None else git_info()
     flat = flat if flat is not None else FLAT_KEYS
     hardware = hardware_info()
+    config = {k: portable_path(v) if k in PATH_KEYS else v for k, v in config.items()}
+    extra = {k: portable_path(v) if k in PATH_KEYS else v for k, v in extra.items()}
     row = {col: _lookup(config, dotted) for col, dotted in flat.items()}
     row.update(run_id=run_id(config, git["code"]), kind=kind, status=status, config=config,
                commit=git["commit"], dirty=git["dirty"], date=utc_now(), hardware=hardware,

@@ -176,3 +176,18 @@ def test_make_row_fills_the_schema():
     json.dumps(row, allow_nan=False)
     with pytest.raises(ValueError, match="status"):
         results.make_row(config, kind="train", status="running", git=git)
+
+
+def test_rows_store_paths_inside_the_checkout_relative_to_it(tmp_path):
+    from core.results import REPO_ROOT, make_row, run_id
+
+    config = {"seed": 0, "results": str(REPO_ROOT / "paper_tables" / "runs.jsonl"),
+              "out_dir": str(REPO_ROOT / "runs"), "model": {"attn": "causal"}}
+    git = {"commit": "c" * 40, "dirty": False, "code": "c" * 40}
+    row = make_row(config, kind="train", status="ok", git=git,
+                   out_dir=str(REPO_ROOT / "runs" / "abc"), train_dir=str(tmp_path / "t"))
+    assert row["config"]["results"] == "paper_tables/runs.jsonl"
+    assert row["config"]["out_dir"] == "runs" and row["out_dir"] == "runs/abc"
+    assert row["train_dir"] == str(tmp_path / "t")  # outside the checkout: kept as given
+    assert config["out_dir"] == str(REPO_ROOT / "runs")  # the caller's dict is not changed
+    assert row["run_id"] == run_id(config, git["code"])  # I/O keys never enter the id

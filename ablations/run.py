@@ -49,7 +49,8 @@ from core.data import build_dataset, describe_dataset, write_data_report  # noqa
 from core.evaluate import heldout_loss, score_samples  # noqa: E402
 from core.model import VideoMAR  # noqa: E402
 from core.preemption import PreemptionGuard  # noqa: E402
-from core.results import FLAT_KEYS, append_row, find_ok_row, git_info, make_row, run_id  # noqa: E402
+from core.results import (FLAT_KEYS, append_row, find_ok_row, git_info, make_row,  # noqa: E402
+                          portable_path, run_id)
 from core.tokenizers import check_pretrained  # noqa: E402
 from core.train import EMA, train  # noqa: E402
 
@@ -98,6 +99,29 @@ def _exclusive(directory: Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _sun_head(model, cfg: RunConfig, train_dir: Path, train_set, code: str) -> dict:
+    """sampler.head=sun without a given adapter: distil one from the trained head (once per
+    training key and distillation config, under the training lock), install it, return its info."""
+    from core.sun import head as sun_head
+
+    s = cfg.sampler
+    part = {"head_distill": dataclasses.asdict(cfg.head_distill), "cfg_scale": s.cfg_scale,
+            "steps": s.num_sampling_steps, "clip_denoised": s.clip_denoised,
+            "num_iter": s.num_iter, "cfg_schedule": s.cfg_schedule, "seed": cfg.seed}
+    path = train_dir / f"sun_head-{run_id(part, code, ignore=())}.safetensors"
+    with _exclusive(train_dir):
+        if path.is_file():
+            adapter = sun_head.load_adapter(model.head, path)
+            info = {"reused": True}
+        else:
+            adapter, info = sun_head.distill_for_model(model, train_set, s, cfg.head_distill,
+                                                       seed=cfg.seed)
+            adapter.save(path, info)
+            info = {**info, "reused": False}
+    sun_head.install(model, adapter)
+    return {**info, "adapter": portable_path(str(path))}
 
 
 def _val_loss(model, cfg: RunConfig) -> float:
@@ -216,6 +240,8 @@ def _run(cfg: RunConfig) -> dict:
             return {"status": "ok", "run_id": rid, "rank": rank}
         out_dir.mkdir(parents=True, exist_ok=True)
         with ema.swapped(model) if cfg.eval.use_ema else contextlib.nullcontext():
+            if cfg.sampler.head == "sun" and not cfg.sampler.head_adapter:
+                extra["head_distill"] = _sun_head(model, cfg, train_dir, train_set, git["code"])
             metrics = _evaluate(model, cfg, out_dir)
         reused = summary["resumed_from"] is not None and summary["resumed_from"] >= summary["steps"]
         metrics.update(train_loss=summary["train_loss"], train_steps=summary["steps"],

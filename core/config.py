@@ -18,6 +18,7 @@ POS_EMBS = ("rope", "learned")
 TOKENIZERS = ("patch", "vae")
 TEMPERATURE_SCHEDULES = ("constant", "progressive", "list")
 CFG_SCHEDULES = ("linear", "constant")
+HEAD_SAMPLERS = ("ddpm", "dpm", "sun")
 DATA_SOURCES = ("synthetic", "folder")
 
 
@@ -65,6 +66,11 @@ class ModelConfig:
     num_heads: int = 4
     mlp_ratio: float = 4.0
     attn: str = "causal"  # "causal": block-causal over frames (VideoMAR); "full": joint "total mask"
+    # Temporal attention window (not in the paper; attn="causal" only): W > 0 lets a frame attend
+    # to the conditioning frames (the I2V anchor, always kept), its W previous frames and itself,
+    # in training and sampling; the KV cache then holds num_cond_frames + W frames, so a generated
+    # frame's cost stops growing with its index. 0 = unlimited (VideoMAR).
+    temporal_window: int = 0
     qk_norm: bool = True  # per-head RMSNorm on Q and K (Step-Video block)
     rope_base: float = 10000.0
     # (t, h, w) split of the head dimension for 3D RoPE; each even, summing to head_dim.
@@ -110,6 +116,11 @@ class ModelConfig:
                f"{self.head_dim} (e.g. {self._default_split()})")
         _check(0.0 < self.mask_ratio_min <= 1.0, "model.mask_ratio_min must be in (0, 1]")
         _check(self.num_cond_frames >= 1, "model.num_cond_frames must be >= 1")
+        _check(self.temporal_window >= 0,
+               f"model.temporal_window={self.temporal_window} must be >= 0 (0 = unlimited)")
+        _check(self.temporal_window == 0 or self.attn == "causal",
+               f"model.temporal_window={self.temporal_window} needs model.attn='causal' (full "
+               f"attention has no frame order to window); set model.temporal_window=0")
         _check(0.0 <= self.cond_drop_prob < 1.0, "model.cond_drop_prob must be in [0, 1)")
         _check(1 <= self.num_sampling_steps <= self.num_train_timesteps,
                "model.num_sampling_steps must be in [1, num_train_timesteps]")
@@ -149,6 +160,14 @@ class SamplerConfig:
     clip_denoised: bool = True
     num_sampling_steps: Optional[int] = None  # None: the model's num_sampling_steps
     use_kv_cache: Optional[bool] = None  # None: on for causal attention, off for full
+    # How the per-token head samples: "ddpm" = MAR's respaced DDPM chain (CFG runs the head on
+    # [cond; uncond]); "dpm" = the same frozen head (and CFG) under DPM-Solver++ (the few-step
+    # baseline without an adapter); "sun" = the SpeedUpNet head adapter (core/sun/head.py): one
+    # pass on (z_cond, z_uncond) gives the guided eps, DPM-Solver++ over num_sampling_steps (4).
+    head: str = "ddpm"
+    # head=sun: the adapter's safetensors file. Empty in a harness run: distilled from the trained
+    # head first (RunConfig.head_distill) and cached next to the training checkpoint.
+    head_adapter: Optional[str] = None
 
     def __post_init__(self) -> None:
         self.temperatures = list(self.temperatures)
@@ -161,6 +180,43 @@ class SamplerConfig:
                f"{TEMPERATURE_SCHEDULES}")
         _check(self.temperature_schedule != "list" or len(self.temperatures) > 0,
                "sampler.temperature_schedule=list needs sampler.temperatures=[t1,t2,...]")
+        _check(self.head in HEAD_SAMPLERS,
+               f"sampler.head={self.head!r}: choose one of {HEAD_SAMPLERS}")
+        _check(self.head != "sun" or self.num_sampling_steps is not None,
+               "sampler.head=sun needs sampler.num_sampling_steps (the student's steps, e.g. 4)")
+        _check(self.head != "sun" or self.cfg_scale != 1.0,
+               "sampler.head=sun needs classifier-free guidance (sampler.cfg_scale != 1): the "
+               "adapter reads the null condition from the backbone's unconditional branch")
+
+
+@dataclass(kw_only=True)
+class HeadDistillConfig:
+    """Distilling the SUN head adapter from the trained head (core/sun/head.py, sampler.head=sun).
+
+    Conditions (z_cond, z_uncond) are recorded from the teacher sampler (sampler.head=ddpm at
+    teacher_sampling_steps) on training clips; targets are the frozen head's CFG ODE
+    trajectories (DPM-Solver++ teacher_steps) from the same x_T, guidance drawn in [1, cfg_max].
+    """
+
+    num_clips: int = 16  # training clips whose sampling conditions are recorded
+    teacher_sampling_steps: int = 100  # DDPM steps of the recording run (the ddpm100_cfg head)
+    # DPM-Solver++ steps of the teacher's CFG trajectories (SUN: 25). 40 puts the student's
+    # trailing 4-step grid (999, 749, 499, 249) on the teacher's (every 25th step).
+    teacher_steps: int = 40
+    pool_size: int = 4096  # tokens (condition pairs) with cached teacher trajectories
+    steps: int = 600
+    batch_cfg: int = 512  # tokens per step for the guided-eps (CFG distillation) loss
+    batch_msc: int = 256  # tokens per step for the multi-step consistency loss
+    lr: float = 1e-3
+    lambda_msc: float = 1.0  # 0 = CFG distillation only (the "without MSC" ablation)
+    cfg_max: Optional[float] = None  # None: the run's sampler.cfg_scale
+
+    def __post_init__(self) -> None:
+        _check(self.num_clips >= 1 and self.pool_size >= 1 and self.steps >= 0,
+               "head_distill.num_clips/pool_size must be >= 1 and steps >= 0")
+        _check(self.batch_cfg >= 1 and self.batch_msc >= 1, "head_distill batches must be >= 1")
+        _check(self.lambda_msc >= 0, "head_distill.lambda_msc must be >= 0 (0 disables MSC)")
+        _check(self.cfg_max is None or self.cfg_max >= 1.0, "head_distill.cfg_max must be >= 1")
 
 
 @dataclass(kw_only=True)
@@ -283,6 +339,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    head_distill: HeadDistillConfig = field(default_factory=HeadDistillConfig)
     seed: int = 0
     preset: str = "tiny"
     ablation: str = "attn"  # which ablation this run belongs to
@@ -361,6 +418,11 @@ class RunConfig:
             return f"iter{s.num_iter}_cfg{s.cfg_scale:g}"
         if self.ablation == "optuna":
             return "trial"
+        if self.ablation == "sun_head":
+            steps = s.num_sampling_steps or self.model.num_sampling_steps
+            if s.head == "sun":
+                return f"sun{steps}" + ("_nomsc" if self.head_distill.lambda_msc == 0 else "")
+            return f"{s.head}{steps}" + ("_cfg" if s.cfg_scale != 1.0 else "")
         return self.model.attn
 
 

@@ -52,9 +52,20 @@ def _reveal(model, features, reveal, tokens, cfg, guidance, temperature, generat
     z_uncond = features[batch:][reveal] if features.shape[0] > batch else None
     clip_range = model.tokenizer.clip_range
     clip_x0 = max(abs(v) for v in clip_range) if cfg.clip_denoised and clip_range else None
-    values = model.head.sample(z, z_uncond=z_uncond, cfg_scale=guidance, temperature=temperature,
-                               num_steps=cfg.num_sampling_steps, generator=generator,
-                               clip_x0=clip_x0)
+    if cfg.head == "sun":  # one adapter pass per solver step gives the guided eps
+        values = model.sun_head.sample(model.head, z, z_uncond, cfg_scale=guidance,
+                                       temperature=temperature, num_steps=cfg.num_sampling_steps,
+                                       generator=generator, clip_x0=clip_x0)
+    elif cfg.head == "dpm":  # the frozen head under the same few-step solver, CFG on 2n rows
+        from core.sun.head import sample_dpm
+
+        values = sample_dpm(model.head, z, z_uncond, cfg_scale=guidance, temperature=temperature,
+                            num_steps=cfg.num_sampling_steps or model.head.num_sampling_steps,
+                            generator=generator, clip_x0=clip_x0)
+    else:
+        values = model.head.sample(z, z_uncond=z_uncond, cfg_scale=guidance,
+                                   temperature=temperature, num_steps=cfg.num_sampling_steps,
+                                   generator=generator, clip_x0=clip_x0)
     tokens[reveal] = values.to(tokens.dtype)
 
 
@@ -135,6 +146,23 @@ def _generate_joint(model, cond, num_frames, cfg, generator, context, context_ma
     return torch.cat([cond, video], dim=1)
 
 
+def _ensure_sun_head(model, cfg: SamplerConfig) -> None:
+    """sampler.head=sun: use the installed adapter, else load sampler.head_adapter."""
+    from core.sun import head as sun_head  # lazy: diffusers' solver, only for this head
+
+    if cfg.head_adapter:
+        adapter = sun_head.installed(model)
+        if adapter is None or getattr(adapter, "source", None) != cfg.head_adapter:
+            adapter = sun_head.load_adapter(model.head, cfg.head_adapter)
+            adapter.source = cfg.head_adapter
+            sun_head.install(model, adapter)
+    elif sun_head.installed(model) is None:
+        raise ValueError("sampler.head=sun but no SUN head adapter: set sampler.head_adapter to "
+                         "a file from core.sun.head (ablations/run.py distils one), or call "
+                         "core.sun.head.install(model, adapter)")
+    sun_head.installed(model).check_guidance(cfg.cfg_scale)
+
+
 @torch.no_grad()
 def sample_latents(model, cond_tokens: torch.Tensor, num_frames: int, cfg: SamplerConfig,
                    generator: torch.Generator, captions: Optional[Sequence[str]] = None) -> torch.Tensor:
@@ -151,6 +179,8 @@ def sample_latents(model, cond_tokens: torch.Tensor, num_frames: int, cfg: Sampl
     guided = cfg.cfg_scale != 1.0
     if guided and model.text_encoder is None:
         raise ValueError("cfg_scale != 1 needs a text-conditioned model (model.text_dim > 0)")
+    if cfg.head == "sun":
+        _ensure_sun_head(model, cfg)
     batch = cond_tokens.shape[0]
     context, context_mask = model.encode_context(captions, batch)
     if guided:  # [conditional; unconditional] halves

@@ -2,6 +2,7 @@
 
     python bench/flops.py                          # small preset, batch 8, 8 frames of 8x8 tokens
     python bench/flops.py --preset tiny --batch 4 --steps 10
+    python bench/flops.py --window 2               # with model.temporal_window=2
 
 FLOPs are counted with `torch.utils.flop_counter.FlopCounterMode` plus formulas for the CPU
 flash-attention kernels (core.flops.measured_flops; without them SDPA counts 0 on CPU) and
@@ -58,11 +59,13 @@ def main(argv=None) -> dict:
     p.add_argument("--gen-steps", type=int, default=5, help="head steps of the counted generation")
     p.add_argument("--num-iter", type=int, default=8)
     p.add_argument("--peak-size", type=int, default=1024)
+    p.add_argument("--window", type=int, default=0,
+                   help="model.temporal_window (default 0: unlimited; causal presets only)")
     args = p.parse_args(argv)
     threads = setup_threads(args.threads)
     if args.batch < 1 or args.frames < 2 or args.grid < 1 or args.steps < 1:
         raise SystemExit("--batch, --grid, --steps must be >= 1 and --frames >= 2")
-    cfg = preset(args.preset)
+    cfg = preset(args.preset, temporal_window=args.window)
     if cfg.tokenizer.kind != "patch":  # FLOPs need token shapes only; avoid needing a VAE file
         cfg = dataclasses.replace(cfg, tokenizer=dataclasses.replace(cfg.tokenizer, kind="patch"))
     grid = (args.grid, args.grid)
@@ -163,9 +166,12 @@ def main(argv=None) -> dict:
         "gen_frame1_gflop_cached": frame1["total"] / 1e9,
         "gen_frame1_head_share": frame1["head"] / frame1["total"],
         "preset": args.preset, "batch": args.batch, "frames": args.frames, "grid": args.grid,
+        "temporal_window": args.window,
         "threads": threads, "machine": meter.info(),
     }
     variant = f"{args.preset} batch {args.batch} {args.frames}x{args.grid}x{args.grid}"
+    if args.window:
+        variant += f" window {args.window}"
     config = bench_config("flops", args, cfg, variant=variant)
     return finish("flops", args, config, metrics, meter.wall, table)
 

@@ -3,6 +3,7 @@
     python bench/kv_cache.py                       # 16 generated latent frames, tiny preset
     python bench/kv_cache.py --sweep               # + frames 4..32 and tokens per frame 16..144
     python bench/kv_cache.py --frames 32 --grid 12 --batch 4 --modes cached,recompute
+    python bench/kv_cache.py --window 2            # every causal mode with model.temporal_window=2
 
 Runs `core.sampler.sample_latents` on an untrained model (speed does not depend on the weights)
 and times every backbone call and every diffusion-head call apart, by wrapping the model's
@@ -14,7 +15,13 @@ so a burst of load on a shared machine hits all modes alike; the ratios are the 
 JSON keys (no-arg run): kv_cache_backbone_speedup (recompute / cached backbone seconds),
 analytic_flop_ratio (recompute / cached backbone FLOPs), speedup_vs_analytic (their ratio; goal
 >= 0.8), last_over_first_frame (backbone ms of the last generated frame's K masked passes over
-the first one's; goal <= 1.25), plus per-mode figures.
+the first one's; goal <= 1.25), plus per-mode figures. These are for model.temporal_window =
+--window (default 0, unlimited context, VideoMAR). With full context the goal cannot be met: the
+last frame attends to num_frames cached frames, the first to 2. So the run also times cached
+generation under a temporal window with an anchor on the conditioning frames (--window-check W,
+default 2; 0 skips it), interleaved with the other modes: last_over_first_frame_window (its
+measured ratio), analytic_last_over_first_window (the same in FLOPs), window (W),
+cached_window_backbone_s and cached_window_backbone_ms_per_frame.
 """
 
 from __future__ import annotations
@@ -35,11 +42,12 @@ from bench._common import (CpuMeter, base_parser, bench_config, finish, format_t
 import torch
 
 from core.config import SamplerConfig, preset
-from core.flops import generate_frame_breakdown, generate_video_flops
+from core.flops import attended_frames, generate_frame_breakdown, generate_video_flops
 from core.model import VideoMAR
 from core.sampler import sample_latents
 
 MODES = ("cached", "recompute", "joint")
+WINDOW_MODE = "cached_window"  # cached sampling under --window-check (added to the main point)
 SWEEP_FRAMES = (4, 8, 16, 32)
 SWEEP_GRIDS = (4, 8, 12)
 
@@ -135,31 +143,55 @@ def summarise(rounds: list[dict], num_cond: int, num_frames: int, tokens: int, m
     return out
 
 
+def mode_config(cfg, mode: str, args):
+    """(model config, core.flops generation mode) of a bench mode.
+
+    joint: full attention (no window); cached/recompute: causal with --window; cached_window:
+    causal, cached, with --window-check. Same seed, same weights: the window has no parameters.
+    """
+    if mode == "joint":
+        return dataclasses.replace(cfg, attn="full", temporal_window=0), "joint"
+    window = args.window_check if mode == WINDOW_MODE else args.window
+    sampling = "cached" if mode == WINDOW_MODE else mode
+    return dataclasses.replace(cfg, attn="causal", temporal_window=window), sampling
+
+
+def kv_cache_mb(model_cfg, args, num_frames: int, per_frame: int) -> float:
+    """Size of the sampler's K and V buffers (fp32), windowed caches holding fewer frames."""
+    slots = num_frames
+    if model_cfg.temporal_window > 0:
+        slots = min(num_frames, model_cfg.num_cond_frames + model_cfg.temporal_window + 1)
+    rows = args.batch * (2 if args.cfg_scale != 1 else 1)
+    return 2 * model_cfg.depth * rows * model_cfg.width * slots * per_frame * 4 / 2**20
+
+
 def measure(args, cfg, frames: int, grid: int, modes, steps: int | None) -> dict:
     """All requested modes for one (generated frames, grid) point."""
     device = torch.device(args.device)
     num_frames = frames + cfg.num_cond_frames
     per_frame = grid * grid
-    models = {}
-    for mode in modes:
-        attn = "full" if mode == "joint" else "causal"
-        if attn not in models:
-            models[attn] = VideoMAR(dataclasses.replace(cfg, attn=attn), seed=args.seed).to(device).eval()
+    configs = {mode: mode_config(cfg, mode, args) for mode in modes}
+    models = {}  # one model per distinct config (same weights)
+    for mode_cfg, _ in configs.values():
+        key = (mode_cfg.attn, mode_cfg.temporal_window)
+        if key not in models:
+            models[key] = VideoMAR(mode_cfg, seed=args.seed).to(device).eval()
+    model_of = {m: models[(c.attn, c.temporal_window)] for m, (c, _) in configs.items()}
     gen = torch.Generator().manual_seed(args.seed)
     cond = torch.randn(args.batch, cfg.num_cond_frames, grid, grid, cfg.token_dim, generator=gen)
     cond = cond.clamp(-1, 1).to(device)
     captions = ["a red ball bounces"] * args.batch if cfg.text_dim > 0 else None
     samplers = {m: SamplerConfig(num_iter=args.num_iter, cfg_scale=args.cfg_scale,
-                                 num_sampling_steps=steps, use_kv_cache=(m == "cached"))
-                for m in modes}
-    recorders = {a: Recorder(m) for a, m in models.items()}
+                                 num_sampling_steps=steps, use_kv_cache=(s == "cached"))
+                for m, (_, s) in configs.items()}
+    recorders = {key: Recorder(m) for key, m in models.items()}
+    recorder_of = {m: recorders[(c.attn, c.temporal_window)] for m, (c, _) in configs.items()}
     rounds = defaultdict(list)
     try:
         with torch.no_grad():
             for r in range(args.repeats + 1):  # round 0 warms up (allocator, memoised tables)
                 for mode in modes:
-                    attn = "full" if mode == "joint" else "causal"
-                    res = run_once(models[attn], recorders[attn], cond, num_frames,
+                    res = run_once(model_of[mode], recorder_of[mode], cond, num_frames,
                                    samplers[mode], args.seed, captions)
                     if r > 0:
                         rounds[mode].append(res)
@@ -169,26 +201,35 @@ def measure(args, cfg, frames: int, grid: int, modes, steps: int | None) -> dict
     generated_tokens = args.batch * frames * per_frame
     out = {}
     for mode in modes:
-        attn = "full" if mode == "joint" else "causal"
-        res = summarise(rounds[mode], cfg.num_cond_frames, num_frames, generated_tokens, mode)
-        flops = generate_video_flops(dataclasses.replace(cfg, attn=attn), num_frames, (grid, grid),
-                                     mode=mode, num_iter=args.num_iter, batch=args.batch,
+        mode_cfg, sampling = configs[mode]
+        res = summarise(rounds[mode], cfg.num_cond_frames, num_frames, generated_tokens, sampling)
+        flops = generate_video_flops(mode_cfg, num_frames, (grid, grid),
+                                     mode=sampling, num_iter=args.num_iter, batch=args.batch,
                                      cfg_scale=args.cfg_scale, num_sampling_steps=steps)
         res["backbone_gflop"] = flops["backbone"] / 1e9
         res["head_gflop"] = flops["head"] / 1e9
         res["backbone_gflops_per_s"] = flops["backbone"] / 1e9 / res["backbone_s"]
         res["head_gflops_per_s"] = flops["head"] / 1e9 / res["head_s"] if res["head_s"] else None
         res["head_share"] = res["head_s"] / res["total_s"]
-        if mode == "cached":  # analytic backbone FLOPs of each frame's K masked passes
+        if sampling == "cached":  # analytic backbone FLOPs of each frame's K masked passes
             res["analytic_masked_gflop"] = [generate_frame_breakdown(
-                cfg, f, (grid, grid), num_iter=args.num_iter, batch=args.batch,
+                mode_cfg, f, (grid, grid), num_iter=args.num_iter, batch=args.batch,
                 cfg_scale=args.cfg_scale, num_sampling_steps=steps, commit=False)["backbone"] / 1e9
                 for f in range(cfg.num_cond_frames, num_frames)]
-            d = cfg.width // cfg.num_heads
-            res["kv_cache_mb"] = (2 * cfg.depth * args.batch * (2 if args.cfg_scale != 1 else 1)
-                                  * cfg.num_heads * num_frames * per_frame * d * 4 / 2**20)
+            res["attended_frames"] = [attended_frames(mode_cfg, f)
+                                      for f in range(cfg.num_cond_frames, num_frames)]
+            res["kv_cache_mb"] = kv_cache_mb(mode_cfg, args, num_frames, per_frame)
         out[mode] = res
     return out
+
+
+def last_over_first(cached: dict) -> tuple[float, float]:
+    """(measured, analytic) backbone cost of the last generated frame's masked pass over the first's."""
+    frames = cached["per_frame"]
+    first, last = frames[0], frames[-1]
+    measured = (last["masked_ms"] / last["passes"]) / (first["masked_ms"] / first["passes"])
+    flops = cached["analytic_masked_gflop"]
+    return measured, flops[-1] / flops[0]
 
 
 def ratios(point: dict) -> dict:
@@ -200,14 +241,26 @@ def ratios(point: dict) -> dict:
            "analytic_flop_ratio": r["backbone_gflop"] / c["backbone_gflop"],
            "kv_cache_total_speedup": r["wall_s"] / c["wall_s"]}
     out["speedup_vs_analytic"] = out["kv_cache_backbone_speedup"] / out["analytic_flop_ratio"]
-    frames = c["per_frame"]
-    first, last = frames[0], frames[-1]
-    out["last_over_first_frame"] = (last["masked_ms"] / last["passes"]) / (first["masked_ms"] / first["passes"])
-    # The same ratio in FLOPs: attention to the growing cache makes it > 1 even without copies.
-    flops = c["analytic_masked_gflop"]
-    out["analytic_last_over_first_frame"] = flops[-1] / flops[0]
+    # Measured and in FLOPs: attention to the growing cache makes it > 1 even without copies.
+    out["last_over_first_frame"], out["analytic_last_over_first_frame"] = last_over_first(c)
     if "joint" in point:
         out["joint_over_cached_wall"] = point["joint"]["wall_s"] / c["wall_s"]
+    return out
+
+
+def window_ratios(point: dict, window: int) -> dict:
+    """The last/first ratios of cached generation under the --window-check temporal window."""
+    w = point.get(WINDOW_MODE)
+    if not w:
+        return {"window": 0}
+    measured, analytic = last_over_first(w)
+    out = {"window": window, "last_over_first_frame_window": measured,
+           "analytic_last_over_first_window": analytic,
+           "cached_window_backbone_ms_per_frame": [round(f["backbone_ms"], 3)
+                                                   for f in w["per_frame"]],
+           "kv_cache_mb_window": w["kv_cache_mb"]}
+    if "cached" in point:
+        out["window_backbone_speedup"] = point["cached"]["backbone_s"] / w["backbone_s"]
     return out
 
 
@@ -229,6 +282,11 @@ def main(argv=None) -> dict:
     p.add_argument("--sweep-steps", type=int, default=5,
                    help="head steps in the sweep (head time is linear in them; default 5)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--window", type=int, default=0,
+                   help="model.temporal_window of the cached/recompute modes (default 0: unlimited)")
+    p.add_argument("--window-check", type=int, default=2, metavar="W",
+                   help="also time cached generation with model.temporal_window=W for the "
+                        "*_window keys (default 2; 0 skips it)")
     args = p.parse_args(argv)
     threads = setup_threads(args.threads)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -236,11 +294,14 @@ def main(argv=None) -> dict:
         raise SystemExit(f"--modes: unknown {bad}; choose from {MODES}")
     if args.frames < 2 or args.grid < 1 or args.batch < 1 or args.repeats < 1:
         raise SystemExit("--frames must be >= 2, --grid, --batch and --repeats >= 1")
+    if args.window < 0 or args.window_check < 0:
+        raise SystemExit("--window and --window-check must be >= 0 (0 = unlimited / skip)")
+    main_modes = modes + ([WINDOW_MODE] if args.window_check > 0 and "cached" in modes else [])
     cfg = preset(args.preset)
     if cfg.tokenizer.kind != "patch":  # speed only needs token shapes; keep it import-free
         cfg = dataclasses.replace(cfg, tokenizer=dataclasses.replace(cfg.tokenizer, kind="patch"))
     with CpuMeter() as meter:
-        main_point = measure(args, cfg, args.frames, args.grid, modes, args.steps)
+        main_point = measure(args, cfg, args.frames, args.grid, main_modes, args.steps)
         sweep = []
         if args.sweep:
             for frames in SWEEP_FRAMES:
@@ -251,7 +312,7 @@ def main(argv=None) -> dict:
                     sweep.append({"frames": frames, "grid": grid, **ratios(pt),
                                   **{f"{m}_{k}": pt[m][k] for m in pt
                                      for k in ("backbone_s", "head_s", "tokens_per_s", "peak_mb")}})
-    head = ratios(main_point)
+    head = {**ratios(main_point), **window_ratios(main_point, args.window_check)}
     lines = [format_table(
         ["mode", "backbone s", "head s", "wall s", "tokens/s", "backbone GFLOP", "backbone GFLOP/s",
          "head share", "peak RSS delta MiB"],
@@ -260,13 +321,24 @@ def main(argv=None) -> dict:
          for m, v in main_point.items()])]
     if "cached" in main_point:
         rec = {f["frame"]: f for f in main_point.get("recompute", {}).get("per_frame", [])}
+        win = {f["frame"]: f for f in main_point.get(WINDOW_MODE, {}).get("per_frame", [])}
+        nan = {"masked_ms": float("nan"), "passes": 1}
         lines.append("\nms per generated frame by frame index (backbone: K masked passes + commit)")
         lines.append(format_table(
             ["frame", "cached backbone", "cached masked/pass", "cached commit", "cached head",
-             "recompute backbone"],
+             "recompute backbone", f"window {args.window_check} masked/pass"],
             [[f["frame"], f["backbone_ms"], f["masked_ms"] / max(1, f["passes"]), f["commit_ms"],
-              f["head_ms"], rec.get(f["frame"], {}).get("backbone_ms", float("nan"))]
+              f["head_ms"], rec.get(f["frame"], {}).get("backbone_ms", float("nan")),
+              win.get(f["frame"], nan)["masked_ms"] / max(1, win.get(f["frame"], nan)["passes"])]
              for f in main_point["cached"]["per_frame"]]))
+        lines.append("\nlast / first generated frame, backbone per masked pass (goal <= 1.25)")
+        window_rows = [[f"model.temporal_window={window}{' (anchor + window)' if window else ''}",
+                        *last_over_first(main_point[mode]), main_point[mode]["attended_frames"][-1]]
+                       for mode, window in (("cached", args.window),
+                                            (WINDOW_MODE, args.window_check))
+                       if mode in main_point]
+        lines.append(format_table(["cached", "measured", "analytic FLOPs", "last frame attends to "
+                                   "frames"], window_rows))
     if sweep:
         lines.append(f"\nsweep (head steps {args.sweep_steps})")
         lines.append(format_table(
@@ -281,6 +353,7 @@ def main(argv=None) -> dict:
                  "compare the ratios, measured in one process)")
     metrics = {**head, "preset": args.preset, "generated_frames": args.frames, "grid": args.grid,
                "batch": args.batch, "num_iter": args.num_iter, "threads": threads,
+               "temporal_window": args.window,
                "goal_speedup_vs_analytic": 0.8, "goal_last_over_first_frame": 1.25,
                **{f"{m}_{k}": v[k] for m, v in main_point.items()
                   for k in ("backbone_s", "head_s", "wall_s", "tokens_per_s", "backbone_gflop",
@@ -295,6 +368,8 @@ def main(argv=None) -> dict:
                "process_peak_rss_mb": peak_memory_mb("cpu"), "machine": meter.info(),
                "sweep": sweep}
     variant = f"{args.preset} {args.frames} frames {args.grid}x{args.grid} batch {args.batch}"
+    if args.window:
+        variant += f" window {args.window}"
     config = bench_config("kv_cache", args, cfg, variant=variant)
     return finish("kv_cache", args, config, metrics, meter.wall, "\n".join(lines))
 

@@ -57,6 +57,10 @@ TOP_LEVEL_METRICS = ("wall_time_s",)  # metrics stored beside `metrics`, not ins
 ABLATION_KINDS = ("train", "eval")
 BASELINES = {"curriculum": "off", "resolution": "fixed"}  # val_curve tables: the reference line
 DRIFT_TABLES = ("temperature",)
+# Tables whose lines are compared with one reference line of the same seed: the speedup of the
+# end-to-end sampling time and the relative change of each quality metric (percent).
+PAIRED_BASELINES = {"sun_head": "ddpm100_cfg"}
+PAIRED_METRICS = ("mse_mean", "psnr_first")  # plus every syn_* metric present
 THROUGHPUT = re.compile(r"(per_s|speedup)")  # bench metrics shown in the throughput figure
 VBENCH_TABLE = "vbench_i2v"
 VBENCH_PREFIX = "vbench_"  # official backend metrics in a row: vbench_<dimension>, in percent
@@ -263,6 +267,34 @@ def per_frame_metrics(row: dict, drift: bool) -> dict:
     return out
 
 
+def paired_metrics(rows: list[dict], factor: str, baseline: str) -> tuple[dict, list[str]]:
+    """{id(row): derived} against the baseline line's row of the same seed, and footnotes.
+
+    sampling_speedup = baseline sample_time_s / this sample_time_s; <metric>_rel_pct = 100 x
+    (this - baseline) / |baseline| for mse_mean, psnr_first and every syn_* metric.
+    """
+    base = {str(r.get("seed")): r for r in rows if str(label_of(r, factor)) == baseline}
+    if not base:
+        return {}, [f"no baseline line ({factor}={baseline}): speedups not computed."]
+    out = {}
+    for r in rows:
+        b = base.get(str(r.get("seed")))
+        if b is None:
+            continue
+        d = {}
+        t, tb = metric_of(r, "sample_time_s"), metric_of(b, "sample_time_s")
+        if t and tb:
+            d["sampling_speedup"] = tb / t
+        names = list(PAIRED_METRICS) + [k for k in SYNTHETIC_KEYS if metric_of(r, k) is not None]
+        for m in names:
+            v, vb = metric_of(r, m), metric_of(b, m)
+            if v is not None and vb:
+                d[f"{m}_rel_pct"] = 100.0 * (v - vb) / abs(vb)
+        out[id(r)] = d
+    return out, [f"sampling_speedup and *_rel_pct: against the {factor}={baseline} run of the "
+                 "same seed (end-to-end sample_time_s ratio; percent change of the metric)."]
+
+
 # ----------------------------------------------------------------------------- summaries
 
 
@@ -283,6 +315,11 @@ def summarize(name: str, rows: list[dict], only: list[str] | None = None, *,
     for k, extra in curves.items():
         derived[k].update(extra)
     notes += curve_notes
+    if name in PAIRED_BASELINES:
+        paired, paired_notes = paired_metrics(ok, factor, baseline or PAIRED_BASELINES[name])
+        for k, extra in paired.items():
+            derived[k].update(extra)
+        notes += paired_notes
     derived_names = sorted({k for d in derived.values() for k, v in d.items() if v is not None})
 
     def value(r, m):

@@ -22,6 +22,11 @@ What is counted mirrors `VideoMAR.forward` and `core.sampler`:
   `num_sampling_steps` network evaluations for each of the frame's tokens (doubled under CFG).
   With the cache the text cross-attention K/V are computed once per clip (in the prefill) and
   the head embeds each token's condition z once per chain, as the sampler does.
+* temporal window (model.temporal_window = W > 0): the cached passes of frame f attend to the
+  frames the cache holds, min(f + 1, num_cond_frames + W + 1) of them (`attended_frames`), so a
+  generated frame's cost stops growing with f. Training and the recompute path still run dense
+  SDPA over the whole (truncated) clip with a banded mask, which saves nothing under this
+  convention: their counts do not change.
 
 `measured_flops` runs a function under `FlopCounterMode` with formulas for the CPU flash-attention
 kernels that torch leaves uncounted (without them SDPA silently counts 0 on CPU).
@@ -236,17 +241,29 @@ def _check_generation(cfg: ModelConfig, grid, num_iter: int, batch: int) -> int:
     return per_frame
 
 
+def attended_frames(cfg: ModelConfig, frame_index: int) -> int:
+    """Frames a cached pass of frame `frame_index` attends to (its own included).
+
+    All frames 0..frame_index without a temporal window; with W = model.temporal_window > 0 the
+    anchor (num_cond_frames) plus the W previous frames and itself, as the cache holds them.
+    """
+    if cfg.temporal_window <= 0:
+        return frame_index + 1
+    return min(frame_index + 1, cfg.num_cond_frames + cfg.temporal_window + 1)
+
+
 def generate_frame_breakdown(model_cfg: ModelConfig, frame_index: int, grid: tuple[int, int], *,
                              num_iter: int = 8, batch: int = 1, use_kv_cache: bool = True,
                              cfg_scale: float = 1.0, num_sampling_steps: int | None = None,
                              text_len: int | None = None, commit: bool = True) -> dict:
     """Inference FLOPs {backbone, head, total} of generating latent frame `frame_index` (>= 1).
 
-    With the cache: K passes of the frame's tokens against frame_index cached frames, plus (when
+    With the cache: K passes of the frame's tokens against the cached frames (frame_index of
+    them, or the anchor + window under model.temporal_window, see `attended_frames`), plus (when
     `commit`) the pass appending the finished frame; the text K/V come from the cache (counted
     once, in the prefill of `generate_video_flops`). Without: K passes over frames
-    0..frame_index. The head embeds z once per chain and runs `num_sampling_steps` evaluations
-    per token. CFG (cfg_scale != 1) doubles the batch of both.
+    0..frame_index (dense, whatever the window). The head embeds z once per chain and runs
+    `num_sampling_steps` evaluations per token. CFG (cfg_scale != 1) doubles the batch of both.
     """
     cfg = model_cfg
     if cfg.attn != "causal" and use_kv_cache:
@@ -261,6 +278,8 @@ def generate_frame_breakdown(model_cfg: ModelConfig, frame_index: int, grid: tup
     ledger = _Ledger()
     seen = (frame_index + 1) * per_frame
     queries = per_frame if use_kv_cache else seen
+    if use_kv_cache:  # keys: what the (possibly windowed) cache holds + the frame itself
+        seen = attended_frames(cfg, frame_index) * per_frame
     passes = num_iter + (1 if use_kv_cache and commit else 0)
     for _ in range(passes):  # with the cache, the text K/V were computed by the prefill
         _backbone_pass(ledger["backbone"], cfg, rows, queries, seen, lt, text_kv=not use_kv_cache)

@@ -1,6 +1,8 @@
 """Masking for MAR-style generation inside a frame and block-causal attention across frames.
 
-- `block_causal_mask`: VideoMAR's frame-wise causal mask, allowed(q, k) = frame(k) <= frame(q).
+- `block_causal_mask`: VideoMAR's frame-wise causal mask, allowed(q, k) = frame(k) <= frame(q);
+  with `window=W > 0` the banded variant with an anchor (`frame_visibility`): a frame sees the
+  `anchor_frames` conditioning frames and the W frames before it, plus itself.
 - `random_orders` / `mask_by_order`: MAR's random generation order; the first `m` positions of
   the order are the masked ones.
 - `sample_mask_ratio`: MAR's training mask ratio r ~ TruncNormal(1.0, 0.25) on [0.7, 1.0], drawn
@@ -18,10 +20,38 @@ import torch
 MASK_RATIO_LOC = 1.0  # mean of MAR's truncated normal; the upper bound is 1.0 as well
 
 
-def block_causal_mask(num_frames: int, tokens_per_frame: int, device=None) -> torch.Tensor:
-    """Boolean (L, L) mask, True where attention is allowed, L = num_frames * tokens_per_frame."""
+def frame_visibility(query_frames: torch.Tensor, key_frames: torch.Tensor, *, window: int = 0,
+                     anchor_frames: int = 0) -> torch.Tensor:
+    """May query frame q attend to key frame k? (Lq,) and (Lk,) absolute frame indices -> (Lq, Lk) bool.
+
+    window=0: block causality, k <= q. window=W > 0: additionally k >= q - W unless k is one of the
+    first `anchor_frames` frames (the clean conditioning frames, always visible): a frame sees the
+    anchor, its W predecessors and itself. The indices may be per frame or per token.
+    """
+    if window < 0:
+        raise ValueError(f"window={window} must be >= 0 (0 = unlimited)")
+    q, k = query_frames[:, None], key_frames[None, :]
+    allowed = k <= q
+    if window > 0:
+        allowed = allowed & ((k < anchor_frames) | (k >= q - window))
+    return allowed
+
+
+def expand_frame_mask(frame_mask: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
+    """Frame-level (Fq, Fk) bool -> token-level (Fq*S, Fk*S) bool for S = tokens_per_frame (frame-major)."""
+    return (frame_mask.repeat_interleave(tokens_per_frame, dim=0)
+            .repeat_interleave(tokens_per_frame, dim=1))
+
+
+def block_causal_mask(num_frames: int, tokens_per_frame: int, device=None, *, window: int = 0,
+                      anchor_frames: int = 0) -> torch.Tensor:
+    """Boolean (L, L) mask, True where attention is allowed, L = num_frames * tokens_per_frame.
+
+    window=0 is VideoMAR's block-causal mask; window > 0 its banded version with an anchor on the
+    first `anchor_frames` frames (see `frame_visibility`).
+    """
     frame = torch.arange(num_frames, device=device).repeat_interleave(tokens_per_frame)
-    return frame[None, :] <= frame[:, None]
+    return frame_visibility(frame, frame, window=window, anchor_frames=anchor_frames)
 
 
 def random_orders(batch_size: int, num_tokens: int, generator: torch.Generator) -> torch.Tensor:

@@ -4,7 +4,9 @@ Follows VideoMAR (arXiv 2506.14168) as described in `../shared/reference/videoma
 - tokens (B, T, h, w, D) are linearly embedded; masked positions take one learned mask token;
   no absolute position embeddings (3D RoPE only), no buffer tokens;
 - block-causal self-attention (a token sees its whole frame and all earlier frames) or, for the
-  "total mask" baseline (`attn="full"`), bidirectional attention over all frames;
+  "total mask" baseline (`attn="full"`), bidirectional attention over all frames; an optional
+  temporal window (`temporal_window=W`, not in the paper) limits the earlier frames to the
+  conditioning frames (the anchor) and the W most recent ones, in training and in the KV cache;
 - optional text cross-attention with a learned null embedding and condition dropout (CFG);
 - training objective: the next-frame diffusion loss. One target frame f ~ U{1..T-1} per step,
   frames < f clean and unmasked, the clip truncated to frames 0..f (the commented-out "version 2"
@@ -31,8 +33,8 @@ from core.attention import Block, NORM_EPS
 from core.config import ModelConfig
 from core.diffusion_head import DiffusionHead
 from core.kv_cache import KVCache
-from core.masks import (block_causal_mask, mask_by_order, num_masked_tokens, random_orders,
-                        sample_mask_ratio)
+from core.masks import (block_causal_mask, expand_frame_mask, frame_visibility, mask_by_order,
+                        num_masked_tokens, random_orders, sample_mask_ratio)
 from core.rope import grid_positions, rope_tables
 from core.text import TextEncoder
 from core.tokenizers import Tokenizer, build_tokenizer
@@ -153,10 +155,40 @@ class VideoMAR(nn.Module):
         return pos.reshape(num_frames * height * width, -1)
 
     def new_cache(self, batch_size: int, num_frames: int, tokens_per_frame: int) -> KVCache:
-        """An empty KV cache able to hold `num_frames` frames for this model."""
-        ref = self.mask_token
-        return KVCache(self.cfg.depth, batch_size, self.cfg.num_heads, num_frames * tokens_per_frame,
-                       self.cfg.head_dim, device=ref.device, dtype=ref.dtype)
+        """An empty KV cache for a clip of `num_frames` frames.
+
+        With model.temporal_window = W > 0 it holds at most the anchor (num_cond_frames) + W + 1
+        frames: older frames are evicted on commit, so the cache does not grow with the clip.
+        """
+        ref, window = self.mask_token, self.cfg.temporal_window
+        slots = num_frames
+        if window > 0:
+            slots = min(num_frames, self.cfg.num_cond_frames + window + 1)
+        return KVCache(self.cfg.depth, batch_size, self.cfg.num_heads, slots * tokens_per_frame,
+                       self.cfg.head_dim, device=ref.device, dtype=ref.dtype,
+                       frame_len=tokens_per_frame, anchor_frames=self.cfg.num_cond_frames,
+                       window=window)
+
+    def _attention_mask(self, num_frames: int, per_frame: int, frame_offset: int,
+                        cache: Optional[KVCache], device) -> Optional[torch.Tensor]:
+        """Self-attention mask (L, L_keys) bool of causal attention, or None when nothing is hidden.
+
+        Queries are frames frame_offset.. (L = num_frames * per_frame tokens); keys are the frames
+        held in `cache` (in slot order) followed by the queries. Block-causal, banded by
+        model.temporal_window with the conditioning frames as the anchor.
+        """
+        window, anchor = self.cfg.temporal_window, self.cfg.num_cond_frames
+        if cache is None:
+            if num_frames == 1:
+                return None
+            return block_causal_mask(num_frames, per_frame, device, window=window,
+                                     anchor_frames=anchor)
+        queries = torch.arange(frame_offset, frame_offset + num_frames)
+        keys = torch.cat([torch.tensor(cache.held_frames(per_frame), dtype=torch.long), queries])
+        visible = frame_visibility(queries, keys, window=window, anchor_frames=anchor)  # frames
+        if bool(visible.all()):
+            return None
+        return expand_frame_mask(visible.to(device), per_frame)
 
     def backbone(self, tokens: torch.Tensor, mask: Optional[torch.Tensor], frame_offset: int,
                  context=None, context_mask=None, cache: Optional[KVCache] = None,
@@ -164,7 +196,8 @@ class VideoMAR(nn.Module):
         """Transformer features for tokens (B, F, h, w, D) of frames frame_offset.. -> (B, F, h*w, W).
 
         mask (B, F, h*w) bool marks masked tokens. With a cache, earlier frames come from it (and
-        must be exactly the frames < frame_offset); `commit=True` appends these frames to it.
+        must be exactly the frames < frame_offset, minus those a temporal window evicted);
+        `commit=True` appends these frames to it.
         """
         batch, num_frames, height, width_tokens, _ = tokens.shape
         per_frame = height * width_tokens
@@ -178,16 +211,12 @@ class VideoMAR(nn.Module):
         if self.cfg.pos_emb == "learned":  # added after masking: mask tokens need positions too
             x = x + self._learned_positions(frame_offset, num_frames, height, width_tokens).to(x.dtype)
         cos, sin = self._rope(frame_offset, num_frames, height, width_tokens, x.device)
+        if cache is not None and cache.length != frame_offset * per_frame:
+            raise RuntimeError(f"KV cache has committed {cache.length} tokens but frame_offset="
+                               f"{frame_offset} needs {frame_offset * per_frame}")
         attn_mask = None
-        if causal and num_frames > 1:
-            attn_mask = block_causal_mask(num_frames, per_frame, x.device)
-        if cache is not None:
-            if cache.length != frame_offset * per_frame:
-                raise RuntimeError(f"KV cache holds {cache.length} tokens but frame_offset="
-                                   f"{frame_offset} needs {frame_offset * per_frame}")
-            if attn_mask is not None and cache.length:  # every query sees all cached frames
-                seen = torch.ones(attn_mask.shape[0], cache.length, dtype=torch.bool, device=x.device)
-                attn_mask = torch.cat([seen, attn_mask], dim=1)
+        if causal:
+            attn_mask = self._attention_mask(num_frames, per_frame, frame_offset, cache, x.device)
         for layer, block in enumerate(self.blocks):
             x = block(x, cos, sin, attn_mask, context, context_mask, cache, layer)
         if cache is not None and commit:

@@ -55,13 +55,15 @@ def _reveal(model, features, reveal, tokens, cfg, guidance, temperature, generat
     if cfg.head == "sun":  # one adapter pass per solver step gives the guided eps
         values = model.sun_head.sample(model.head, z, z_uncond, cfg_scale=guidance,
                                        temperature=temperature, num_steps=cfg.num_sampling_steps,
-                                       generator=generator, clip_x0=clip_x0)
+                                       generator=generator, clip_x0=clip_x0,
+                                       stochastic=cfg.head_solver == "sde")
     elif cfg.head == "dpm":  # the frozen head under the same few-step solver, CFG on 2n rows
         from core.sun.head import sample_dpm
 
         values = sample_dpm(model.head, z, z_uncond, cfg_scale=guidance, temperature=temperature,
                             num_steps=cfg.num_sampling_steps or model.head.num_sampling_steps,
-                            generator=generator, clip_x0=clip_x0)
+                            generator=generator, clip_x0=clip_x0,
+                            stochastic=cfg.head_solver == "sde")
     else:
         values = model.head.sample(z, z_uncond=z_uncond, cfg_scale=guidance,
                                    temperature=temperature, num_steps=cfg.num_sampling_steps,

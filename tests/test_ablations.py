@@ -32,6 +32,10 @@ TINY_RUN = ["train.steps=2", "train.batch_size=2", "train.ckpt_every=0", "eval.n
             "model.width=32", "model.num_heads=2", "model.depth=1", "model.head_width=32",
             "threads=1"]
 
+SUN_HEAD_QUICK = ["head_distill.steps=3", "head_distill.num_clips=2", "head_distill.pool_size=64",
+                  "head_distill.teacher_sampling_steps=3", "head_distill.batch_cfg=16",
+                  "head_distill.batch_msc=8"]
+
 
 def _tiny_model(**overrides) -> VideoMAR:
     return VideoMAR(preset("tiny", **{**SMALL_MODEL, **overrides}), seed=0)
@@ -191,7 +195,8 @@ def test_every_ablation_sweeps_at_least_three_seeds_and_names_its_table():
 @pytest.mark.parametrize("ablation, arm", _ablation_arms(),
                          ids=lambda v: v if isinstance(v, str) else ",".join(v) or "-")
 def test_every_ablation_arm_composes_and_runs(ablation, arm, tmp_path):
-    cfg = OmegaConf.to_object(_compose([f"ablation={ablation}", *arm, *TINY_RUN,
+    quick = SUN_HEAD_QUICK if ablation == "sun_head" else []
+    cfg = OmegaConf.to_object(_compose([f"ablation={ablation}", *arm, *TINY_RUN, *quick,
                                         f"results={tmp_path / 'runs.jsonl'}",
                                         f"out_dir={tmp_path / 'runs'}"]))
     assert cfg.ablation == cfg.table == ablation
@@ -204,6 +209,9 @@ def test_every_ablation_arm_composes_and_runs(ablation, arm, tmp_path):
         assert len(metrics["extrap_mse_per_frame"]) == 11
     if ablation == "temperature":
         assert len(metrics["mse_per_frame"]) == 15
+    if ablation == "sun_head" and cfg.sampler.head == "sun":  # distilled, cached, recorded
+        assert Path(row["head_distill"]["adapter"]).name.startswith("sun_head-")
+        assert row["head_distill"]["pool_tokens"] == 64
     if ablation in ("curriculum", "resolution"):
         assert metrics["val_curve"] and metrics["val_curve"][-1]["step"] == metrics["train_steps"]
 
@@ -219,6 +227,10 @@ def test_variant_labels_come_from_the_swept_knobs():
     assert variant("ablation=temperature", "temperature=increasing") == "increasing"
     assert variant("ablation=temperature", "temperature=progressive") == "progressive"
     assert variant("ablation=sampler", "sampler.num_iter=4", "sampler.cfg_scale=3") == "iter4_cfg3"
+    assert variant("ablation=sun_head", "head=ddpm100_cfg") == "ddpm100_cfg"
+    assert variant("ablation=sun_head", "head=dpm4_cfg") == "dpm4_cfg"
+    assert variant("ablation=sun_head", "head=sun4") == "sun4"
+    assert variant("ablation=sun_head", "head=sun4_nomsc") == "sun4_nomsc"
     assert variant("variant=mine") == "mine"
 
 

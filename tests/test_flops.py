@@ -80,6 +80,28 @@ def test_generation_analytic_matches_flop_counter(attn, use_cache, cfg_scale):
                                               + analytic["text"])
 
 
+@pytest.mark.parametrize("window", [1, 2])
+def test_windowed_analytic_matches_flop_counter(window):
+    """model.temporal_window: training and recompute stay dense; cached passes see fewer keys."""
+    cfg = ModelConfig(num_sampling_steps=2, temporal_window=window)
+    model = VideoMAR(cfg)
+    tokens = torch.randn(2, 5, 4, 4, cfg.token_dim, generator=torch.Generator().manual_seed(0))
+    draws = model.sample_train_draws(2, 5, (4, 4), torch.Generator().manual_seed(1))
+    draws.target_frame = 4  # beyond the window of the anchor
+    measured = measured_flops(_train_step(model, tokens, ["a", "b"], draws))
+    analytic = train_step_flops(cfg, 2, 5, (4, 4), target_frame=4, num_masked=draws.num_masked)
+    assert abs(analytic / measured - 1) < TOL, (analytic, measured)
+    model.eval()
+    cond = tokens[:, :1]
+    for use_cache in (True, False):
+        sampler = SamplerConfig(num_iter=2, use_kv_cache=use_cache, cfg_scale=2.0)
+        measured = measured_flops(sample_latents, model, cond, 6, sampler,
+                                  torch.Generator().manual_seed(0), ["a", "b"])
+        analytic = generate_video_flops(cfg, 6, (4, 4), mode="cached" if use_cache else "recompute",
+                                        num_iter=2, batch=2, cfg_scale=2.0)
+        assert abs(analytic["total"] / measured - 1) < TOL, (use_cache, analytic["total"], measured)
+
+
 def test_expectation_over_draws():
     cfg = ModelConfig()
     frames, grid = 5, (4, 4)

@@ -14,6 +14,14 @@ def test_block_causal_mask_structure():
     assert torch.equal(m, expected)
 
 
+def test_windowed_block_causal_mask_structure():
+    """Window 1, anchor frame 0: frame 3 sees frames 0, 2, 3 (frame 1 fell out of the window)."""
+    m = block_causal_mask(4, 1, window=1, anchor_frames=1)
+    expected = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 1, 1]]).bool()
+    assert torch.equal(m, expected)
+    assert torch.equal(block_causal_mask(4, 1, window=3, anchor_frames=1), block_causal_mask(4, 1))
+
+
 @pytest.mark.parametrize("num_tokens", [1, 7, 64, 256])
 def test_reveal_schedule_reveals_every_token_exactly_once(num_tokens):
     g = torch.Generator().manual_seed(1)

@@ -157,6 +157,10 @@ def suite_rows():
             "extrap_frames": 3, "extrap_height": 48}))
         rows.append(_ablation_row("curriculum", "off", seed, {"val_curve": _curve(1.0, 1e9)}))
         rows.append(_ablation_row("curriculum", "on", seed, {"val_curve": _curve(1.0, 5e8)}))
+        rows.append(_ablation_row("sun_head", "ddpm100_cfg", seed, {
+            "mse_mean": 0.04, "sample_time_s": 10.0 + seed, "syn_dynamic_degree": 0.5}))
+        rows.append(_ablation_row("sun_head", "sun4", seed, {
+            "mse_mean": 0.041, "sample_time_s": 2.0, "syn_dynamic_degree": 0.45}))
     rows.append(_ablation_row("temperature", "constant", 0, {"mse_mean": 99.0}, commit=OLD,
                               date="2026-11-01T10:00:00+00:00"))
     rows.append(_ablation_row("optuna", "sampler", 0, {"best_value": 0.12, "best_params": {
@@ -203,6 +207,11 @@ def test_derived_columns(suite_tables):
     assert _line(cur, "on")["flops_to_baseline_val_loss"] == "2e+10 ± 0"
     assert _line(cur, "on")["val_loss_at_equal_flops"] == "0.02439 ± 0"  # budget 2e10: 1/41
     assert _line(cur, "off")["val_loss_at_equal_flops"] == "0.04762 ± 0"  # step 20: 1/21
+    sun = suite_tables["sun_head"][0]  # paired with the ddpm100_cfg run of the same seed
+    assert _line(sun, "sun4")["sampling_speedup"] == "5.25 ± 0.35"  # 10/2 and 11/2
+    assert _line(sun, "sun4")["mse_mean_rel_pct"] == "2.5 ± 0"
+    assert _line(sun, "sun4")["syn_dynamic_degree_rel_pct"] == "-10 ± 0"
+    assert _line(sun, "ddpm100_cfg")["sampling_speedup"] == "1 ± 0"
 
 
 def test_optuna_bench_and_vbench_tables(suite_tables):

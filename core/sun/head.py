@@ -19,9 +19,12 @@ defined on cross-attention and the head has none:
 * Guidance and time. MAR ramps the CFG scale linearly over a frame's iterations, so one adapter
   serves every scale w in [1, cfg_max]: a zero-initialised linear layer reads the head's time
   embedding and sinusoidal features of w and adds per-channel deltas to the scales and shifts.
-* Sampling. diffusers' DPMSolverMultistepScheduler (DPM-Solver++ 2M, trailing spacing, the head's
-  cosine schedule). The head predicts eps; the solver is fed the predicted x0, clamped like the
-  DDPM head's `clip_x0`. The solver is deterministic, so the sampler's temperature scales x_T.
+* Sampling. diffusers' DPMSolverMultistepScheduler (2M, trailing spacing, the head's cosine
+  schedule), fed the predicted x0, clamped like the DDPM head's `clip_x0`. sampler.head_solver
+  picks SDE-DPM-Solver++ (default: fresh noise every step, scaled by the temperature, as in MAR's
+  DDPM chain) or the ODE DPM-Solver++ (deterministic: the temperature scales x_T). On the tiny
+  preset the 4-step ODE scored well below the 100-step DDPM head (so did the 40-step ODE
+  teacher itself); the 4-step SDE did not (README).
 * Training (`distill`), as core/sun/distill.py does for the UNet: conditions (z_cond, z_uncond)
   are recorded from the teacher sampler itself on training clips; for each, a guidance scale
   w ~ U[1, cfg_max] and x_T; the frozen head's CFG ODE trajectory (DPM-Solver++, 40 steps, whose
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import math
 import time
@@ -63,28 +67,42 @@ DISTILL_SEED_OFFSET = 2_000_029  # keeps distillation draws apart from training/
 # ----------------------------------------------------------------------------- the solver
 
 
-def make_scheduler(head: DiffusionHead, num_steps: int) -> DPMSolverMultistepScheduler:
-    """DPM-Solver++ (2M, trailing) over the head's training schedule, set to `num_steps`."""
-    if num_steps < 1:
-        raise ValueError(f"num_steps={num_steps}: need at least 1 solver step")
+@functools.lru_cache(maxsize=None)
+def _scheduler_template(num_train_timesteps: int, num_steps: int,
+                        stochastic: bool) -> DPMSolverMultistepScheduler:
     scheduler = DPMSolverMultistepScheduler(
-        num_train_timesteps=head.num_train_timesteps, beta_schedule="squaredcos_cap_v2",
-        algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="trailing",
+        num_train_timesteps=num_train_timesteps, beta_schedule="squaredcos_cap_v2",
+        algorithm_type="sde-dpmsolver++" if stochastic else "dpmsolver++", solver_order=2,
+        timestep_spacing="trailing",
         prediction_type="sample", thresholding=False)
     scheduler.set_timesteps(num_steps)
     return scheduler
 
 
+def make_scheduler(head: DiffusionHead, num_steps: int,
+                   stochastic: bool = False) -> DPMSolverMultistepScheduler:
+    """A fresh DPM-Solver++ (2M, trailing) over the head's training schedule, at `num_steps`.
+
+    The solver is stateful (its history of x0 predictions), so every chain gets its own copy of
+    a cached template (building one from scratch costs ~6x more, once per head call).
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps={num_steps}: need at least 1 solver step")
+    return copy.deepcopy(_scheduler_template(head.num_train_timesteps, num_steps, stochastic))
+
+
 def solve(eps_fn: Callable[[Tensor, Tensor], Tensor], head: DiffusionHead, x_T: Tensor,
-          num_steps: int, clip_x0: Optional[float] = None,
-          record: bool = False) -> tuple[Tensor, dict]:
+          num_steps: int, clip_x0: Optional[float] = None, record: bool = False,
+          noise: Optional[Callable[[], Tensor]] = None) -> tuple[Tensor, dict]:
     """DPM-Solver++ from x_T (N, D) with eps_fn(x, t (1,)) -> eps (N, D); returns (x_0, traj).
 
     traj["after"]: (N, S, D) the state after each step (the last is x_0), with autograd (the
     MSC rollout). record=True adds "timesteps" (S,), "states" (N, S, D) before each step and
-    "eps" (N, S, D) used there, detached (the teacher's cache).
+    "eps" (N, S, D) used there, detached (the teacher's cache). With `noise` (a function
+    returning (N, D) standard normals, already scaled by any temperature) the solver is
+    SDE-DPM-Solver++, which injects that noise at every step; without it, the ODE solver.
     """
-    scheduler = make_scheduler(head, num_steps)
+    scheduler = make_scheduler(head, num_steps, stochastic=noise is not None)
     abar = scheduler.alphas_cumprod.to(x_T.device, torch.float32)
     x, states, epss, after = x_T, [], [], []
     for t in scheduler.timesteps:
@@ -95,7 +113,8 @@ def solve(eps_fn: Callable[[Tensor, Tensor], Tensor], head: DiffusionHead, x_T: 
         if record:
             states.append(x.detach())
             epss.append(eps.detach())
-        x = scheduler.step(x0, t, x).prev_sample
+        extra = {} if noise is None else {"variance_noise": noise()}
+        x = scheduler.step(x0, t, x, **extra).prev_sample
         after.append(x)
     traj = {"after": torch.stack(after, 1)}
     if record:
@@ -119,24 +138,40 @@ def cfg_eps_fn(head: DiffusionHead, z: Tensor, z_uncond: Tensor, guidance: Tenso
     return eps_fn
 
 
+def _start(head: DiffusionHead, z: Tensor, generator: Optional[torch.Generator], temperature,
+           stochastic: bool) -> tuple[Tensor, Optional[Callable[[], Tensor]]]:
+    """x_T (N, D) from `generator` and, for the SDE solver, the per-step noise function.
+
+    ODE: the only randomness is x_T, so the temperature (a float or (N, 1)) scales x_T. SDE: as
+    in MAR's DDPM chain, x_T is unscaled and each step's fresh noise is scaled by it.
+    """
+    x_T = head._randn(z.shape[0], z, generator)
+    scaled = not (isinstance(temperature, (int, float)) and temperature == 1.0)
+    if not stochastic:
+        return (x_T * temperature if scaled else x_T), None
+
+    def noise() -> Tensor:
+        eps = head._randn(z.shape[0], z, generator)
+        return eps * temperature if scaled else eps
+    return x_T, noise
+
+
 @torch.no_grad()
 def sample_dpm(head: DiffusionHead, z: Tensor, z_uncond: Optional[Tensor], *, cfg_scale: float,
                temperature=1.0, num_steps: int, generator: Optional[torch.Generator],
-               clip_x0: Optional[float] = None) -> Tensor:
+               clip_x0: Optional[float] = None, stochastic: bool = False) -> Tensor:
     """The frozen head under DPM-Solver++ (no adapter): CFG on 2N rows when z_uncond is given.
 
     The baseline that separates the solver's speedup from the adapter's (SUN's "teacher at 4
-    steps"). x_T from `generator`, scaled by `temperature`, as in SUNHeadAdapter.sample.
+    steps"). Randomness and temperature as in `_start`.
     """
-    x_T = head._randn(z.shape[0], z, generator)
-    if not (isinstance(temperature, (int, float)) and temperature == 1.0):
-        x_T = x_T * temperature
+    x_T, noise = _start(head, z, generator, temperature, stochastic)
     if z_uncond is not None and cfg_scale != 1.0:
         eps_fn = cfg_eps_fn(head, z, z_uncond.to(z), torch.tensor(float(cfg_scale)))
     else:
         cond = head.net.cond_embed(z)
         eps_fn = lambda x, t: head.net(x.to(z.dtype), t, None, cond)[:, :head.token_dim].float()  # noqa: E731
-    x0, _ = solve(eps_fn, head, x_T, num_steps, clip_x0)
+    x0, _ = solve(eps_fn, head, x_T, num_steps, clip_x0, noise=noise)
     return x0.to(z.dtype)
 
 
@@ -200,18 +235,16 @@ class SUNHeadAdapter(nn.Module):
     @torch.no_grad()
     def sample(self, head: DiffusionHead, z: Tensor, z_uncond: Tensor, *, cfg_scale: float,
                temperature=1.0, num_steps: int, generator: Optional[torch.Generator],
-               clip_x0: Optional[float] = None) -> Tensor:
+               clip_x0: Optional[float] = None, stochastic: bool = False) -> Tensor:
         """Tokens (N, D) for conditions z, z_uncond (N, C): num_steps single-pass solver steps.
 
-        x_T ~ N(0, I) comes from `generator` (one (N, D) draw, as the DDPM head's first) and is
-        scaled by `temperature` (a float or (N, 1) per token): the solver adds no later noise.
+        Randomness and temperature as in `_start` (ODE: scaled x_T; SDE: scaled step noise).
         """
         self.check_guidance(float(cfg_scale))
-        x_T = head._randn(z.shape[0], z, generator)
-        if not (isinstance(temperature, (int, float)) and temperature == 1.0):
-            x_T = x_T * temperature
+        x_T, noise = _start(head, z, generator, temperature, stochastic)
         w = torch.tensor(float(cfg_scale), device=z.device)
-        x0, _ = solve(self.eps_fn(head, z, z_uncond.to(z), w), head, x_T, num_steps, clip_x0)
+        x0, _ = solve(self.eps_fn(head, z, z_uncond.to(z), w), head, x_T, num_steps, clip_x0,
+                      noise=noise)
         return x0.to(z.dtype)
 
     # ------------------------------------------------------------------ weights only

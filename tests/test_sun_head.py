@@ -1,0 +1,198 @@
+"""SUN on VideoMAR's per-token head (core/sun/head.py): adapter identity, one-pass guidance,
+the solver, distillation, weights-only save/load and the sampler's `head` option."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core.config import ConfigError, DataConfig, HeadDistillConfig, SamplerConfig, preset
+from core.data import build_dataset
+from core.diffusion_head import DiffusionHead
+from core.model import VideoMAR
+from core.sampler import sample_latents
+from core.sun import head as sun_head
+
+TOKEN_DIM, COND_DIM = 6, 10
+
+
+def _head(seed: int = 0) -> DiffusionHead:
+    """A small head whose zero-initialised output layers are randomised (a non-trivial eps)."""
+    torch.manual_seed(seed)
+    head = DiffusionHead(TOKEN_DIM, COND_DIM, depth=2, width=16)
+    with torch.no_grad():
+        for p in head.parameters():
+            if p.abs().sum() == 0:
+                p.normal_(0, 0.3)
+    return head.eval()
+
+
+def _conditions(n: int = 12, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, COND_DIM, generator=g), torch.randn(n, COND_DIM, generator=g)
+
+
+def test_fresh_adapter_with_equal_conditions_is_the_plain_head():
+    head = _head()
+    adapter = sun_head.SUNHeadAdapter(head.net, cfg_max=3.0)
+    z, _ = _conditions()
+    x = torch.randn(z.shape[0], TOKEN_DIM)
+    for t, w in [(999, 3.0), (400, 1.0), (20, 2.2)]:
+        tt = torch.tensor([t])
+        student = adapter.eps_fn(head, z, z, torch.tensor(w))(x, tt)
+        plain = head.net(x, tt, z)[:, :TOKEN_DIM]
+        torch.testing.assert_close(student, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_guided_eps_of_the_teacher_is_cfg_and_the_student_uses_one_pass():
+    head = _head()
+    z, z_u = _conditions()
+    x, t = torch.randn(z.shape[0], TOKEN_DIM), torch.tensor([500])
+    eps_c, eps_u = head.net(x, t, z)[:, :TOKEN_DIM], head.net(x, t, z_u)[:, :TOKEN_DIM]
+    guided = sun_head.cfg_eps_fn(head, z, z_u, torch.tensor(2.5))(x, t)
+    torch.testing.assert_close(guided, eps_u + 2.5 * (eps_c - eps_u), rtol=1e-5, atol=1e-5)
+
+    rows = []
+    hook = head.net.register_forward_hook(lambda m, args, out: rows.append(out.shape[0]))
+    adapter = sun_head.SUNHeadAdapter(head.net, cfg_max=3.0)
+    adapter.sample(head, z, z_u, cfg_scale=3.0, num_steps=4,
+                   generator=torch.Generator().manual_seed(0))
+    assert rows == [z.shape[0]] * 4  # 4 steps, one pass of N rows each (CFG folded in)
+    rows.clear()
+    sun_head.sample_dpm(head, z, z_u, cfg_scale=3.0, num_steps=4,
+                        generator=torch.Generator().manual_seed(0))
+    assert rows == [2 * z.shape[0]] * 4  # the frozen head needs [cond; uncond]
+    hook.remove()
+
+
+def test_solver_converges_to_the_many_step_solution():
+    head = _head()
+    z, _ = _conditions()
+    cond = head.net.cond_embed(z)
+    eps_fn = lambda x, t: head.net(x, t, None, cond)[:, :TOKEN_DIM]  # noqa: E731
+    x_T = torch.randn(z.shape[0], TOKEN_DIM, generator=torch.Generator().manual_seed(3))
+    ref, traj = sun_head.solve(eps_fn, head, x_T, 200, record=True)
+    assert traj["states"].shape == (z.shape[0], 200, TOKEN_DIM)
+    errors = [(sun_head.solve(eps_fn, head, x_T, n)[0] - ref).abs().mean().item()
+              for n in (4, 20, 100)]
+    assert errors[0] > errors[1] > errors[2]
+    clipped, _ = sun_head.solve(eps_fn, head, x_T, 4, clip_x0=0.5)
+    assert clipped.abs().max() <= 0.5 + 1e-5  # the last step lands on the clamped x0
+
+    def sde(seed):
+        g = torch.Generator().manual_seed(seed)
+        return sun_head.solve(eps_fn, head, x_T, 4, noise=lambda: torch.randn(
+            x_T.shape, generator=g))[0]
+    torch.testing.assert_close(sde(0), sde(0))  # the noise comes only from the given function
+    assert not torch.allclose(sde(0), sde(1))
+    assert not torch.allclose(sde(0), sun_head.solve(eps_fn, head, x_T, 4)[0])
+
+
+def test_temperature_scales_x_T_and_seeds_are_deterministic():
+    head = _head()
+    adapter = sun_head.SUNHeadAdapter(head.net, cfg_max=3.0)
+    z, z_u = _conditions()
+
+    def draw(seed, temperature=1.0, stochastic=False):
+        return adapter.sample(head, z, z_u, cfg_scale=2.0, num_steps=4, temperature=temperature,
+                              generator=torch.Generator().manual_seed(seed),
+                              stochastic=stochastic)
+
+    for sde in (False, True):
+        torch.testing.assert_close(draw(7, stochastic=sde), draw(7, stochastic=sde))
+        assert not torch.allclose(draw(7, stochastic=sde), draw(8, stochastic=sde))
+        assert not torch.allclose(draw(7, stochastic=sde), draw(7, 0.5, stochastic=sde))
+    with pytest.raises(ValueError, match="cfg_max=3"):
+        adapter.sample(head, z, z_u, cfg_scale=4.0, num_steps=4, generator=torch.Generator())
+
+
+def _setup(steps=4, pool=96, teacher_steps=40):
+    model = VideoMAR(preset("tiny", width=32, depth=1, num_heads=2, head_width=32, head_depth=1,
+                            num_sampling_steps=5), seed=0).eval()
+    with torch.no_grad():  # a non-trivial head: randomise its zero-initialised output layers
+        for p in model.head.parameters():
+            if p.abs().sum() == 0:
+                p.normal_(0, 0.2)
+    data = build_dataset(DataConfig(num_frames=3), "train", seed=0)
+    sampler = SamplerConfig(head="sun", num_sampling_steps=steps, cfg_scale=3.0, num_iter=2)
+    cfg = HeadDistillConfig(num_clips=2, pool_size=pool, teacher_sampling_steps=3,
+                            teacher_steps=teacher_steps, steps=0, batch_cfg=32, batch_msc=16)
+    return model, data, sampler, cfg
+
+
+def test_distillation_brings_the_4_step_student_to_the_teacher():
+    model, data, sampler, cfg = _setup()
+    g = torch.Generator().manual_seed(0)
+    clips = [(model.tokenizer.encode(b["video"][:, :1]), 3)
+             for b in torch.utils.data.DataLoader(data, batch_size=2)][:1]
+    pool = sun_head.teacher_pool(model, clips, [["a red circle"] * 2], sampler, cfg, 3.0, None,
+                                 4, g)
+    assert pool["targets"].shape == (pool["z"].shape[0], 4, model.cfg.token_dim)
+    assert torch.allclose(pool["targets"][:, -1], pool["final"])
+    before = sun_head.SUNHeadAdapter(model.head.net, 3.0)
+    trained, curves = sun_head.distill(model, pool, HeadDistillConfig(steps=60, batch_cfg=64,
+                                                                      batch_msc=32, lr=3e-3),
+                                       3.0, 4, None, g, log=lambda s: None)
+    assert all(not p.requires_grad or p.grad is None for p in model.head.parameters())
+
+    def gap(adapter):
+        fn = adapter.eps_fn(model.head, pool["z"], pool["z_uncond"], pool["guidance"])
+        with torch.no_grad():
+            out, _ = sun_head.solve(fn, model.head, pool["noise"], 4)
+        return (out - pool["final"]).pow(2).mean().item()
+
+    assert gap(trained) < 0.8 * gap(before)
+    assert curves["msc"][-1] < curves["msc"][0]
+
+
+def test_teacher_grid_must_contain_the_students():
+    model, data, sampler, cfg = _setup(teacher_steps=25)
+    with pytest.raises(ValueError, match="not on the teacher's grid"):
+        sun_head.distill_for_model(model, data, sampler, cfg, seed=0, log=lambda s: None)
+
+
+def test_sampler_head_option_save_load_and_errors(tmp_path):
+    model, data, sampler, cfg = _setup()
+    cond = model.tokenizer.encode(data[0]["video"][None, :1])
+    with pytest.raises(ValueError, match="no SUN head adapter"):
+        sample_latents(model, cond, 3, sampler, torch.Generator(), ["x"])
+    adapter, info = sun_head.distill_for_model(model, data, sampler,
+                                               HeadDistillConfig(**{**cfg.__dict__, "steps": 2}),
+                                               seed=0, log=lambda s: None)
+    assert info["student_steps"] == 4 and info["cfg_max"] == 3.0
+    path = tmp_path / "head.safetensors"
+    adapter.save(path, info)
+    sun_head.install(model, adapter)
+    assert not any(n.startswith(sun_head.ATTR) for n in model.state_dict())  # not in checkpoints
+    first = sample_latents(model, cond, 3, sampler, torch.Generator().manual_seed(0), ["x"])
+    sun_head.remove(model)
+    from_file = SamplerConfig(**{**sampler.__dict__, "head_adapter": str(path)})
+    second = sample_latents(model, cond, 3, from_file, torch.Generator().manual_seed(0), ["x"])
+    torch.testing.assert_close(first, second)
+    dpm = SamplerConfig(**{**sampler.__dict__, "head": "dpm"})
+    assert sample_latents(model, cond, 3, dpm, torch.Generator(), ["x"]).shape == first.shape
+
+    with pytest.raises(FileNotFoundError, match="distil one"):
+        sun_head.load_adapter(model.head, tmp_path / "missing.safetensors")
+    (tmp_path / "bad.safetensors").write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match="delete it and distil again"):
+        sun_head.load_adapter(model.head, tmp_path / "bad.safetensors")
+    other = DiffusionHead(model.cfg.token_dim, model.cfg.width, depth=1, width=48)
+    with pytest.raises(ValueError, match="does not fit"):
+        sun_head.load_adapter(other, path)
+    too_strong = SamplerConfig(**{**from_file.__dict__, "cfg_scale": 5.0})
+    with pytest.raises(ValueError, match="cfg_max"):
+        sample_latents(model, cond, 3, too_strong, torch.Generator(), ["x"])
+
+
+def test_head_config_errors():
+    with pytest.raises(ConfigError, match="sampler.head="):
+        SamplerConfig(head="lcm")
+    with pytest.raises(ConfigError, match="num_sampling_steps"):
+        SamplerConfig(head="sun", cfg_scale=3.0)
+    with pytest.raises(ConfigError, match="classifier-free guidance"):
+        SamplerConfig(head="sun", num_sampling_steps=4)
+    with pytest.raises(ConfigError, match="head_solver"):
+        SamplerConfig(head_solver="euler")
+    with pytest.raises(ConfigError, match="lambda_msc"):
+        HeadDistillConfig(lambda_msc=-1)

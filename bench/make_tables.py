@@ -61,6 +61,9 @@ DRIFT_TABLES = ("temperature",)
 # end-to-end sampling time and the relative change of each quality metric (percent).
 PAIRED_BASELINES = {"sun_head": "ddpm100_cfg"}
 PAIRED_METRICS = ("mse_mean", "psnr_first")  # plus every syn_* metric present
+PAIRED_PLOT = ("sampling_speedup", "mse_mean_rel_pct", "psnr_first_rel_pct",
+               "syn_i2v_background_rel_pct", "syn_imaging_quality_rel_pct",
+               "syn_dynamic_degree_rel_pct")  # the panels of a paired table's figure
 THROUGHPUT = re.compile(r"(per_s|speedup)")  # bench metrics shown in the throughput figure
 VBENCH_TABLE = "vbench_i2v"
 VBENCH_PREFIX = "vbench_"  # official backend metrics in a row: vbench_<dimension>, in percent
@@ -608,8 +611,16 @@ def plot(t: Table, rows: list[dict], path: Path, note: str, all_commits: bool = 
     shown = ([m for m in t.metrics if THROUGHPUT.search(m)][:6] if bench else
              [m for m in t.metrics if m in METRIC_ORDER] or t.metrics[:4])
     ok = _ok_rows(t, rows, all_commits)
+    paired: dict = {}
+    if t.name in PAIRED_BASELINES:  # speedup and relative change against the baseline line
+        paired, _ = paired_metrics(ok, t.factor, PAIRED_BASELINES[t.name])
+        shown = [m for m in PAIRED_PLOT if any(m in d for d in paired.values())]
+
+    def value(r, m):
+        return paired[id(r)].get(m) if paired else metric_of(r, m)
+
     data = pd.DataFrame([{"level": str(label_of(r, t.factor)), "metric": m,
-                          "value": metric_of(r, m)} for r in ok for m in shown]).dropna()
+                          "value": value(r, m)} for r in ok for m in shown]).dropna()
     shown = [m for m in shown if m in set(data["metric"])] if not data.empty else []
     if not shown:
         return False

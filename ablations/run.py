@@ -107,9 +107,11 @@ def _sun_head(model, cfg: RunConfig, train_dir: Path, train_set, code: str) -> d
     from core.sun import head as sun_head
 
     s = cfg.sampler
-    part = {"head_distill": dataclasses.asdict(cfg.head_distill), "cfg_scale": s.cfg_scale,
-            "steps": s.num_sampling_steps, "clip_denoised": s.clip_denoised,
-            "num_iter": s.num_iter, "cfg_schedule": s.cfg_schedule, "seed": cfg.seed}
+    # Everything that shapes the recorded conditions and the targets: the whole sampler config
+    # except which head samples (the teacher run always uses the DDPM head).
+    teacher = {k: v for k, v in dataclasses.asdict(s).items() if k not in ("head", "head_adapter")}
+    part = {"head_distill": dataclasses.asdict(cfg.head_distill), "sampler": teacher,
+            "seed": cfg.seed}
     path = train_dir / f"sun_head-{run_id(part, code, ignore=())}.safetensors"
     with _exclusive(train_dir):
         if path.is_file():
@@ -118,7 +120,7 @@ def _sun_head(model, cfg: RunConfig, train_dir: Path, train_set, code: str) -> d
         else:
             adapter, info = sun_head.distill_for_model(model, train_set, s, cfg.head_distill,
                                                        seed=cfg.seed)
-            adapter.save(path, info)
+            adapter.save(path, info, head=model.head)
             info = {**info, "reused": False}
     sun_head.install(model, adapter)
     return {**info, "adapter": portable_path(str(path))}
@@ -243,6 +245,9 @@ def _run(cfg: RunConfig) -> dict:
             if cfg.sampler.head == "sun" and not cfg.sampler.head_adapter:
                 extra["head_distill"] = _sun_head(model, cfg, train_dir, train_set, git["code"])
             metrics = _evaluate(model, cfg, out_dir)
+        if cfg.sampler.head == "sun":  # it belongs to the EMA weights it was distilled from
+            from core.sun.head import remove
+            remove(model)
         reused = summary["resumed_from"] is not None and summary["resumed_from"] >= summary["steps"]
         metrics.update(train_loss=summary["train_loss"], train_steps=summary["steps"],
                        steps_per_s=None if reused else summary["steps_per_s"],

@@ -425,6 +425,8 @@ class RunConfig:
             return f"iter{s.num_iter}_cfg{s.cfg_scale:g}"
         if self.ablation == "optuna":
             return "trial"
+        if self.ablation == "window":
+            return f"w{self.model.temporal_window}"
         if self.ablation == "sun_head":
             steps = s.num_sampling_steps or self.model.num_sampling_steps
             if s.head == "sun":

@@ -14,6 +14,7 @@ iterations so each iteration reveals as many tokens as a causal one, no cache.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Optional, Sequence
 
 import torch
@@ -162,7 +163,15 @@ def _ensure_sun_head(model, cfg: SamplerConfig) -> None:
         raise ValueError("sampler.head=sun but no SUN head adapter: set sampler.head_adapter to "
                          "a file from core.sun.head (ablations/run.py distils one), or call "
                          "core.sun.head.install(model, adapter)")
-    sun_head.installed(model).check_guidance(cfg.cfg_scale)
+    adapter = sun_head.installed(model)
+    if next(adapter.parameters()).device != model.mask_token.device:  # model moved after install
+        sun_head.install(model, adapter)
+    adapter.check_guidance(cfg.cfg_scale)
+    trained = (getattr(adapter, "info", None) or {}).get("student_steps")
+    if trained is not None and trained != cfg.num_sampling_steps:
+        warnings.warn(f"the SUN head adapter was distilled for {trained} steps but samples with "
+                      f"sampler.num_sampling_steps={cfg.num_sampling_steps}; distil one for "
+                      "these steps", stacklevel=3)
 
 
 @torch.no_grad()

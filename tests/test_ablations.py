@@ -232,6 +232,7 @@ def test_variant_labels_come_from_the_swept_knobs():
     assert variant("ablation=sun_head", "head=sun4") == "sun4"
     assert variant("ablation=sun_head", "head=sun4_nomsc") == "sun4_nomsc"
     assert variant("ablation=sun_head", "head=sun8") == "sun8"
+    assert variant("ablation=window", "model.temporal_window=2") == "w2"
     assert variant("variant=mine") == "mine"
 
 

@@ -51,6 +51,11 @@ def test_guided_eps_of_the_teacher_is_cfg_and_the_student_uses_one_pass():
     eps_c, eps_u = head.net(x, t, z)[:, :TOKEN_DIM], head.net(x, t, z_u)[:, :TOKEN_DIM]
     guided = sun_head.cfg_eps_fn(head, z, z_u, torch.tensor(2.5))(x, t)
     torch.testing.assert_close(guided, eps_u + 2.5 * (eps_c - eps_u), rtol=1e-5, atol=1e-5)
+    w = torch.linspace(1.0, 3.0, z.shape[0])  # per-token scales, (N,) or (N, 1)
+    for shape in [(-1,), (-1, 1)]:
+        per_token = sun_head.cfg_eps_fn(head, z, z_u, w.reshape(shape))(x, t)
+        torch.testing.assert_close(per_token, eps_u + w[:, None] * (eps_c - eps_u), rtol=1e-5,
+                                   atol=1e-5)
 
     rows = []
     hook = head.net.register_forward_hook(lambda m, args, out: rows.append(out.shape[0]))
@@ -129,11 +134,22 @@ def test_distillation_brings_the_4_step_student_to_the_teacher():
                                  4, g)
     assert pool["targets"].shape == (pool["z"].shape[0], 4, model.cfg.token_dim)
     assert torch.allclose(pool["targets"][:, -1], pool["final"])
+    # The targets are the teacher's ODE at the student's timesteps (749, 499, 249, 0): the same
+    # guided ODE solved in only 4 steps lands near each of them, far nearer than its spread.
+    teacher_fn = sun_head.cfg_eps_fn(model.head, pool["z"], pool["z_uncond"], pool["guidance"])
+    with torch.no_grad():
+        _, coarse = sun_head.solve(teacher_fn, model.head, pool["noise"], 4)
+    err = (coarse["after"] - pool["targets"]).pow(2).mean(dim=(0, 2))
+    spread = pool["targets"].var(dim=0).mean(dim=-1)
+    assert bool((err < 0.1 * spread).all()), (err, spread)
+    weights = {k: v.clone() for k, v in model.head.state_dict().items()}
     before = sun_head.SUNHeadAdapter(model.head.net, 3.0)
     trained, curves = sun_head.distill(model, pool, HeadDistillConfig(steps=60, batch_cfg=64,
                                                                       batch_msc=32, lr=3e-3),
                                        3.0, 4, None, g, log=lambda s: None)
-    assert all(not p.requires_grad or p.grad is None for p in model.head.parameters())
+    for k, v in model.head.state_dict().items():  # the head is frozen: only the adapter trains
+        torch.testing.assert_close(v, weights[k], rtol=0, atol=0)
+    assert all(p.requires_grad for p in model.head.parameters())  # and unfrozen again after
 
     def gap(adapter):
         fn = adapter.eps_fn(model.head, pool["z"], pool["z_uncond"], pool["guidance"])
@@ -161,7 +177,7 @@ def test_sampler_head_option_save_load_and_errors(tmp_path):
                                                seed=0, log=lambda s: None)
     assert info["student_steps"] == 4 and info["cfg_max"] == 3.0
     path = tmp_path / "head.safetensors"
-    adapter.save(path, info)
+    adapter.save(path, info, head=model.head)
     sun_head.install(model, adapter)
     assert not any(n.startswith(sun_head.ATTR) for n in model.state_dict())  # not in checkpoints
     first = sample_latents(model, cond, 3, sampler, torch.Generator().manual_seed(0), ["x"])
@@ -180,6 +196,14 @@ def test_sampler_head_option_save_load_and_errors(tmp_path):
     other = DiffusionHead(model.cfg.token_dim, model.cfg.width, depth=1, width=48)
     with pytest.raises(ValueError, match="does not fit"):
         sun_head.load_adapter(other, path)
+    with pytest.warns(UserWarning, match="distilled for 4 steps"):
+        sample_latents(model, cond, 3, SamplerConfig(**{**from_file.__dict__,
+                                                       "num_sampling_steps": 8}),
+                       torch.Generator(), ["x"])
+    with torch.no_grad():  # other head weights than the ones it was distilled from
+        model.head.net.input_proj.bias.add_(0.1)
+    with pytest.warns(UserWarning, match="other head weights"):
+        sun_head.load_adapter(model.head, path)
     too_strong = SamplerConfig(**{**from_file.__dict__, "cfg_scale": 5.0})
     with pytest.raises(ValueError, match="cfg_max"):
         sample_latents(model, cond, 3, too_strong, torch.Generator(), ["x"])

@@ -41,9 +41,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import hashlib
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -126,10 +128,12 @@ def solve(eps_fn: Callable[[Tensor, Tensor], Tensor], head: DiffusionHead, x_T: 
 def cfg_eps_fn(head: DiffusionHead, z: Tensor, z_uncond: Tensor, guidance: Tensor):
     """The frozen head's guided eps: eps_u + w (eps_c - eps_u), one batched pass on 2N rows.
 
-    guidance: (N, 1) per-token scales (or a scalar tensor).
+    guidance: a scalar tensor, or per-token scales (N,) or (N, 1).
     """
     net = head.net
     cond = net.cond_embed(torch.cat([z, z_uncond]))
+    if guidance.numel() > 1:
+        guidance = guidance.reshape(-1, 1)  # (N,) would broadcast over the token channels
 
     def eps_fn(x: Tensor, t: Tensor) -> Tensor:
         out = net(torch.cat([x, x]).to(z.dtype), t, None, cond)[:, :head.token_dim]
@@ -201,6 +205,7 @@ class SUNHeadAdapter(nn.Module):
         nn.init.zeros_(self.modulation[-1].weight)
         nn.init.zeros_(self.modulation[-1].bias)
         self.cfg_max = float(cfg_max)
+        self.info: dict = {}  # how it was distilled (student_steps, cfg_max, losses, ...)
 
     def condition(self, net: SimpleMLPAdaLN, z: Tensor, z_uncond: Tensor, t: Tensor,
                   guidance: Tensor) -> Tensor:
@@ -227,6 +232,9 @@ class SUNHeadAdapter(nn.Module):
         return eps
 
     def check_guidance(self, guidance: float) -> None:
+        if guidance < 1.0:
+            raise ValueError(f"guidance {guidance:g} < 1: the head adapter is trained for scales "
+                             f"in [1, {self.cfg_max:g}]")
         if guidance > self.cfg_max + 1e-6:
             raise ValueError(f"guidance {guidance:g} exceeds the scale this head adapter was "
                              f"trained for (cfg_max={self.cfg_max:g}): distil it with "
@@ -248,9 +256,13 @@ class SUNHeadAdapter(nn.Module):
         return x0.to(z.dtype)
 
     # ------------------------------------------------------------------ weights only
-    def save(self, path: str | Path, info: Optional[dict] = None) -> None:
+    def save(self, path: str | Path, info: Optional[dict] = None,
+             head: Optional[DiffusionHead] = None) -> None:
+        """Write the adapter's weights only; `head` records a fingerprint of the frozen head."""
         meta = {"format": "sun_head_adapter/1", "cfg_max": repr(self.cfg_max),
                 "info": json.dumps(info or {}, sort_keys=True)}
+        if head is not None:
+            meta["head_fingerprint"] = head_fingerprint(head)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(str(path) + ".tmp")
         save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()},
@@ -281,7 +293,23 @@ def load_adapter(head: DiffusionHead, path: str | Path) -> SUNHeadAdapter:
     except RuntimeError as exc:
         raise ValueError(f"SUN head adapter {path} does not fit this model's head ({exc}); it "
                          "was distilled for another head width/condition size") from exc
+    expected = meta.get("head_fingerprint")
+    if expected and expected != head_fingerprint(head):
+        warnings.warn(f"SUN head adapter {path} was distilled from other head weights than "
+                      "this model's (e.g. EMA vs raw weights, or another checkpoint); its "
+                      "samples may be off: distil it from the weights you sample with",
+                      stacklevel=2)
+    adapter.info = json.loads(meta.get("info") or "{}")
     return adapter.to(next(head.parameters()).device)
+
+
+def head_fingerprint(head: DiffusionHead) -> str:
+    """A short hash of the frozen head's weights (what an adapter was distilled from)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(head.net.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def install(model, adapter: SUNHeadAdapter) -> None:
@@ -300,11 +328,23 @@ def installed(model) -> Optional[SUNHeadAdapter]:
 # ----------------------------------------------------------------------------- training
 
 
+def check_grids(head: DiffusionHead, student_steps: int, teacher_steps: int) -> None:
+    """The student's timesteps must lie on the teacher's (checked before any teacher work)."""
+    student = make_scheduler(head, student_steps).timesteps.tolist()
+    teacher = set(make_scheduler(head, teacher_steps).timesteps.tolist())
+    missing = [t for t in student if t not in teacher]
+    if missing:
+        raise ValueError(f"head_distill.teacher_steps={teacher_steps}: the student's "
+                         f"timesteps {missing} are not on the teacher's grid; use a multiple of "
+                         f"{student_steps} that divides the grid evenly (e.g. 40 for 4 steps)")
+
+
 @contextlib.contextmanager
 def recorded_head_inputs(model):
     """Record every (z, z_uncond, cfg_scale) the sampler hands to model.head.sample."""
     records: list[tuple[Tensor, Tensor, float]] = []
     original = model.head.sample
+    patched = model.head.__dict__.get("sample")  # an instance-level patch already in place
 
     def recording(z, *, z_uncond=None, cfg_scale=1.0, **kw):
         if z_uncond is not None:
@@ -315,7 +355,10 @@ def recorded_head_inputs(model):
     try:
         yield records
     finally:
-        del model.head.sample  # back to the class method
+        if patched is None:
+            del model.head.sample  # back to the class method
+        else:
+            model.head.sample = patched
 
 
 @torch.no_grad()
@@ -325,7 +368,9 @@ def teacher_pool(model, clips: list, captions: list, sampler: SamplerConfig,
     """Record conditions from the teacher sampler on `clips`, then cache CFG trajectories.
 
     clips: conditioning token tensors (B, Tc, h, w, D) with their frame counts; see `distill`.
+    `generator` must be a CPU generator (pool draws are made on the CPU, then moved).
     """
+    check_grids(model.head, student_steps, cfg.teacher_steps)
     from core.sampler import sample_latents
 
     teacher = SamplerConfig(**{**sampler.__dict__, "head": "ddpm", "head_adapter": None,
@@ -351,11 +396,6 @@ def teacher_pool(model, clips: list, captions: list, sampler: SamplerConfig,
                         record=True)
     student_t = make_scheduler(head, student_steps).timesteps
     teacher_t = traj["timesteps"]
-    missing = [int(t) for t in student_t if int(t) not in teacher_t.tolist()]
-    if missing:
-        raise ValueError(f"head_distill.teacher_steps={cfg.teacher_steps}: the student's "
-                         f"timesteps {missing} are not on the teacher's grid; use a multiple of "
-                         f"{student_steps} that divides the grid evenly (e.g. 40 for 4 steps)")
     # The teacher's state after each student step: at the student's next timestep, then x_0.
     index = [teacher_t.tolist().index(int(t)) for t in student_t[1:]]
     targets = torch.cat([traj["states"][:, index], final[:, None]], dim=1)
@@ -430,6 +470,7 @@ def distill_for_model(model, dataset, sampler: SamplerConfig, cfg: HeadDistillCo
     if sampler.cfg_scale > cfg_max:
         raise ValueError(f"head_distill.cfg_max={cfg_max:g} is below sampler.cfg_scale="
                          f"{sampler.cfg_scale:g}: raise it or leave it null")
+    check_grids(model.head, sampler.num_sampling_steps, cfg.teacher_steps)
     clip_range = model.tokenizer.clip_range
     clip_x0 = max(abs(v) for v in clip_range) if sampler.clip_denoised and clip_range else None
     num_cond = model.cfg.num_cond_frames
@@ -459,6 +500,7 @@ def distill_for_model(model, dataset, sampler: SamplerConfig, cfg: HeadDistillCo
     info = {"pool_s": pool_s, "distill_s": curves["seconds"], "pool_tokens": pool["z"].shape[0],
             "final_cfg_loss": _tail_mean(curves["cfg"]), "final_msc_loss": _tail_mean(curves["msc"]),
             "cfg_max": cfg_max, "student_steps": sampler.num_sampling_steps}
+    adapter.info = info
     return adapter, info
 
 

@@ -3,25 +3,11 @@
 import pytest
 import torch
 
-from core import ModelConfig, SamplerConfig, VideoMAR, sample_video
+from core import SamplerConfig, VideoMAR, sample_video
 from core.sampler import cfg_at, frame_temperatures
+from tests.helpers import tiny, trained_like
 
 FAST = dict(num_iter=3)
-
-
-def tiny(**kw) -> ModelConfig:
-    base = dict(width=32, depth=2, num_heads=2, text_dim=16, text_len=8, head_width=32,
-                head_depth=2, num_sampling_steps=4)
-    return ModelConfig(**{**base, **kw})
-
-
-def trained_like(model: VideoMAR) -> VideoMAR:
-    """Give the zero-initialised head non-zero outputs so the tests exercise real sampling."""
-    g = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for p in model.head.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    return model.eval()
 
 
 def first_frame(batch=2, size=16, seed=0):

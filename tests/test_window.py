@@ -21,23 +21,9 @@ from core.masks import block_causal_mask, frame_visibility
 from core.model import VideoMAR
 from core.sampler import sample_latents
 from core.train import train
+from tests.helpers import tiny, trained_like
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-def tiny(**kw) -> ModelConfig:
-    base = dict(width=32, depth=2, num_heads=2, text_dim=16, text_len=8, head_width=32,
-                head_depth=2, num_sampling_steps=3)
-    return ModelConfig(**{**base, **kw})
-
-
-def trained_like(model: VideoMAR) -> VideoMAR:
-    """Non-zero head outputs (the head is zero-initialised) so sampling is exercised for real."""
-    g = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for p in model.head.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    return model.eval()
 
 
 def tokens(batch=2, frames=5, h=2, w=2, dim=48, seed=0) -> torch.Tensor:

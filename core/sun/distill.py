@@ -175,14 +175,26 @@ def train_adapter(unet, adapter: sun_adapter.SUNAdapter, encoder, cache: dict,
             loss_msc = msc_loss(rollout, cache["targets"][j])
             loss = loss + cfg.lambda_msc * loss_msc
             curves["msc"].append(loss_msc.item())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimizer_step(opt, loss, params)
         curves["cfg"].append(loss_cfg.item())
-        if (step + 1) % max(1, cfg.num_steps // 4) == 0:
-            w = max(1, cfg.num_steps // 4)
-            msc = f" msc {sum(curves['msc'][-w:]) / w:.4f}" if curves["msc"] else ""
-            log(f"  [adapter] step {step + 1}/{cfg.num_steps} cfg "
-                f"{sum(curves['cfg'][-w:]) / w:.4f}{msc}")
+        log_progress(curves, step, cfg.num_steps, log, "adapter")
     return curves
+
+
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list,
+                   max_norm: float = 1.0) -> None:
+    """One adapter update: backward, clip the gradient norm to `max_norm`, step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, max_norm)
+    opt.step()
+
+
+def log_progress(curves: dict[str, list[float]], step: int, num_steps: int,
+                 log: Callable[[str], None], tag: str) -> None:
+    """At each quarter of training, log the mean CFG (and MSC) loss of that quarter."""
+    w = max(1, num_steps // 4)
+    if (step + 1) % w:
+        return
+    msc = f" msc {sum(curves['msc'][-w:]) / w:.4f}" if curves["msc"] else ""
+    log(f"  [{tag}] step {step + 1}/{num_steps} cfg {sum(curves['cfg'][-w:]) / w:.4f}{msc}")

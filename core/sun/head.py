@@ -58,6 +58,7 @@ from torch import Tensor, nn
 
 from core.config import HeadDistillConfig, SamplerConfig
 from core.diffusion_head import DiffusionHead, SimpleMLPAdaLN, timestep_features
+from core.sun.distill import log_progress, optimizer_step
 
 GUIDANCE_FEATURES = 32  # sinusoidal features of the guidance scale
 GUIDANCE_FREQ_SCALE = 100.0  # w -> w * 100 before the sinusoids (resolves steps of ~0.01)
@@ -439,16 +440,9 @@ def distill(model, pool: dict, cfg: HeadDistillConfig, cfg_max: float, student_s
                 loss_msc = F.mse_loss(rollout["after"], pool["targets"][j])
                 loss = loss + cfg.lambda_msc * loss_msc
                 curves["msc"].append(loss_msc.item())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
+            optimizer_step(opt, loss, params)
             curves["cfg"].append(loss_cfg.item())
-            if (step + 1) % max(1, cfg.steps // 4) == 0:
-                w = max(1, cfg.steps // 4)
-                msc = f" msc {sum(curves['msc'][-w:]) / w:.4f}" if curves["msc"] else ""
-                log(f"  [sun head] step {step + 1}/{cfg.steps} cfg "
-                    f"{sum(curves['cfg'][-w:]) / w:.4f}{msc}")
+            log_progress(curves, step, cfg.steps, log, "sun head")
     finally:
         for p, g in zip(head.parameters(), frozen):
             p.requires_grad_(g)

@@ -47,12 +47,17 @@ def cfg_at(cfg: SamplerConfig, num_tokens: int, still_masked: int) -> float:
     return 1.0 + (cfg.cfg_scale - 1.0) * (num_tokens - still_masked) / num_tokens
 
 
+def head_clip_x0(model, cfg: SamplerConfig) -> Optional[float]:
+    """The bound the head clamps its predicted x0 to (sampler.clip_denoised), or None."""
+    clip_range = model.tokenizer.clip_range
+    return max(abs(v) for v in clip_range) if cfg.clip_denoised and clip_range else None
+
+
 def _reveal(model, features, reveal, tokens, cfg, guidance, temperature, generator, batch):
     """Sample the revealed tokens (as one batch through the head) and write them into `tokens`."""
     z = features[:batch][reveal]  # (n, W), position-major within each sample
     z_uncond = features[batch:][reveal] if features.shape[0] > batch else None
-    clip_range = model.tokenizer.clip_range
-    clip_x0 = max(abs(v) for v in clip_range) if cfg.clip_denoised and clip_range else None
+    clip_x0 = head_clip_x0(model, cfg)
     if cfg.head == "sun":  # one adapter pass per solver step gives the guided eps
         values = model.sun_head.sample(model.head, z, z_uncond, cfg_scale=guidance,
                                        temperature=temperature, num_steps=cfg.num_sampling_steps,

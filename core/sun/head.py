@@ -43,7 +43,6 @@ import copy
 import functools
 import hashlib
 import json
-import math
 import time
 import warnings
 from pathlib import Path
@@ -58,7 +57,9 @@ from torch import Tensor, nn
 
 from core.config import HeadDistillConfig, SamplerConfig
 from core.diffusion_head import DiffusionHead, SimpleMLPAdaLN, timestep_features
+from core.sampler import head_clip_x0, sample_latents
 from core.sun.distill import log_progress, optimizer_step
+from core.sun.teacher import cosine_lr
 
 GUIDANCE_FEATURES = 32  # sinusoidal features of the guidance scale
 GUIDANCE_FREQ_SCALE = 100.0  # w -> w * 100 before the sinusoids (resolves steps of ~0.01)
@@ -372,8 +373,6 @@ def teacher_pool(model, clips: list, captions: list, sampler: SamplerConfig,
     `generator` must be a CPU generator (pool draws are made on the CPU, then moved).
     """
     check_grids(model.head, student_steps, cfg.teacher_steps)
-    from core.sampler import sample_latents
-
     teacher = SamplerConfig(**{**sampler.__dict__, "head": "ddpm", "head_adapter": None,
                                "num_sampling_steps": cfg.teacher_sampling_steps})
     with recorded_head_inputs(model) as records:
@@ -421,9 +420,8 @@ def distill(model, pool: dict, cfg: HeadDistillConfig, cfg_max: float, student_s
     start = time.perf_counter()
     try:
         for step in range(cfg.steps):
-            lr = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(1, cfg.steps))))
-            for group in opt.param_groups:
-                group["lr"] = lr
+            for group in opt.param_groups:  # cosine decay to 10%, no warmup
+                group["lr"] = cosine_lr(step, cfg.lr, 0, cfg.steps)
             i = torch.randint(n, (cfg.batch_cfg,), generator=generator).to(device)
             k = torch.randint(num_states, (cfg.batch_cfg,), generator=generator).to(device)
             x_k, t_k = pool["states"][i, k], pool["timesteps"].to(device)[k]
@@ -465,8 +463,7 @@ def distill_for_model(model, dataset, sampler: SamplerConfig, cfg: HeadDistillCo
         raise ValueError(f"head_distill.cfg_max={cfg_max:g} is below sampler.cfg_scale="
                          f"{sampler.cfg_scale:g}: raise it or leave it null")
     check_grids(model.head, sampler.num_sampling_steps, cfg.teacher_steps)
-    clip_range = model.tokenizer.clip_range
-    clip_x0 = max(abs(v) for v in clip_range) if sampler.clip_denoised and clip_range else None
+    clip_x0 = head_clip_x0(model, sampler)
     num_cond = model.cfg.num_cond_frames
     clips, captions, seen = [], [], 0
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):

@@ -47,16 +47,25 @@ sys.path.insert(0, str(ROOT))  # `python bench/make_tables.py` works without an 
 from core.metrics.aggregate import DIMENSION_KEYS, partial_scores  # noqa: E402
 from core.metrics.synthetic import KEYS as SYNTHETIC_KEYS  # noqa: E402
 from core.results import read_rows  # noqa: E402
+from bench.tables import readings as claims_mod  # noqa: E402
+from bench.tables import samples as samples_mod  # noqa: E402
 
 DEFAULT_RESULTS = "paper_tables/runs.jsonl"
 REFERENCE_DIR = ROOT / "paper_tables" / "reference"
 FACTORS = {"attn": "attn"}  # table -> column labelling a line, for rows without config.variant
-METRIC_ORDER = ("val_loss", "mse_mean", "psnr_first", "train_flops", "steps_per_s",
+METRIC_ORDER = ("val_loss", "mse_mean", "dist_energy", "psnr_first", "train_flops", "steps_per_s",
                 "wall_time_s")  # then derived metrics, then the rest, sorted
 TOP_LEVEL_METRICS = ("wall_time_s",)  # metrics stored beside `metrics`, not inside it
 ABLATION_KINDS = ("train", "eval")
+# Reference rows written beside the model rows (same table, seed and commit, same metrics): the
+# `copy` baseline repeats the conditioning frame. Shown as one line and a dashed reference line in
+# figures; never averaged into a variant, never an arm of a reading.
+BASELINE_KIND = "baseline"
+BASELINE_LABEL = "copy (baseline)"
+SAMPLE_METRICS = re.compile(r"^(extrap_)?(mse_mean|mse_per_frame|psnr_first|dist_energy|syn_.*)$")
+LAST_FRAMES = 4  # mse_last4: mean MSE over the last generated frames (drift tables)
 BASELINES = {"curriculum": "off", "resolution": "fixed"}  # val_curve tables: the reference line
-DRIFT_TABLES = ("temperature",)
+DRIFT_TABLES = ("temperature", "window")
 # Tables whose lines are compared with one reference line of the same seed: the speedup of the
 # end-to-end sampling time and the relative change of each quality metric (percent).
 PAIRED_BASELINES = {"sun_head": "ddpm100_cfg"}
@@ -70,6 +79,7 @@ VBENCH_PREFIX = "vbench_"  # official backend metrics in a row: vbench_<dimensio
 LATEX_ESCAPES = {c: "\\" + c for c in "&%$#_{}"}
 TEXT_COLUMNS = ("source", "VideoMAR", "Cosmos I2V")  # left-aligned in Markdown and LaTeX
 DPI = 120
+SAMPLES_FIGURE = "samples_attn"  # the README picture (bench/tables/samples.py)
 
 
 @dataclass
@@ -85,6 +95,12 @@ class Table:
     blocks: list[tuple[str, list[str]]] = field(default_factory=list)  # (title, metrics) after the first
     source_note: str = "mean ± sample std over seeds"
     plotted: bool = True  # optuna studies have no seeds to plot
+    baseline: str | None = None  # label of the copy-baseline line (the last line), if shown
+    baseline_rows: list[dict] = field(default_factory=list, repr=False)  # one per seed
+    readings: list[str] = field(default_factory=list)  # computed claim readings (bench/tables)
+
+    def model_lines(self) -> list[tuple[str, int, dict[str, str]]]:
+        return [line for line in self.lines if line[0] != self.baseline]
 
 
 # ----------------------------------------------------------------------------- rows
@@ -261,6 +277,7 @@ def per_frame_metrics(row: dict, drift: bool) -> dict:
         out["mse_drift_per_frame"] = (sum((x - mx) * (y - my) for x, y in zip(xs, mse))
                                       / sum((x - mx) ** 2 for x in xs))
         out["mse_last_over_first"] = mse[-1] / mse[0] if mse[0] else None
+        out[f"mse_last{LAST_FRAMES}"] = statistics.fmean(mse[-LAST_FRAMES:])
     extrap = [v for v in (_number(x) for x in m.get("extrap_mse_per_frame") or []) if v is not None]
     if extrap:
         out["extrap_mse_mean"] = statistics.fmean(extrap)
@@ -298,14 +315,92 @@ def paired_metrics(rows: list[dict], factor: str, baseline: str) -> tuple[dict, 
                  "same seed (end-to-end sample_time_s ratio; percent change of the metric)."]
 
 
+# ----------------------------------------------------------------------------- baseline rows
+
+
+def is_baseline(row: dict) -> bool:
+    return row.get("kind") == BASELINE_KIND
+
+
+def _row_time(row: dict) -> tuple[str, str]:
+    return str(row.get("date") or ""), str(row.get("commit"))
+
+
+def merge_by_seed(rows: list[dict]) -> list[dict]:
+    """One row per seed: metrics averaged over that seed's rows (every model arm of a sweep may
+    write its own, identical, baseline row); lists averaged element-wise when equally long."""
+    by_seed: dict = {}
+    for r in sorted(rows, key=lambda r: str(r.get("run_id"))):
+        by_seed.setdefault(str(r.get("seed")), []).append(r)
+    merged = []
+    for seed in sorted(by_seed, key=lambda s: (not s.lstrip("-").isdigit(), int(s) if
+                                               s.lstrip("-").isdigit() else 0, s)):
+        group = by_seed[seed]
+        metrics: dict = {}
+        for k in sorted({k for r in group for k in (r.get("metrics") or {})}):
+            values = [(r.get("metrics") or {}).get(k) for r in group]
+            numbers = [v for v in (_number(x) for x in values) if v is not None]
+            lists = [v for v in values if isinstance(v, list)]
+            if numbers:
+                metrics[k] = statistics.fmean(numbers)
+            elif lists and len({len(v) for v in lists}) == 1:
+                cols = [[_number(x) for x in c] for c in zip(*lists)]
+                metrics[k] = [statistics.fmean([x for x in c if x is not None])
+                              if any(x is not None for x in c) else None for c in cols]
+            else:
+                metrics[k] = values[0]
+        merged.append({**group[0], "metrics": metrics, "merged_runs": len(group)})
+    return merged
+
+
+def select_baseline(baseline_rows: list[dict], model_rows: list[dict]) -> tuple[list[dict],
+                                                                                list[dict], str]:
+    """The copy-baseline rows to show beside `model_rows` (ok model rows already selected):
+    (ok rows merged one per seed, failed rows, note). Rows of the newest commit among the shown
+    models' commits; else of the newest baseline commit, with a note saying so."""
+    rows = latest_per_run(baseline_rows)
+    ok = [r for r in rows if r.get("status") == "ok"]
+    if not ok:
+        return [], [], ""
+    newest: dict = {}
+    for r in ok:
+        c = str(r.get("commit"))
+        newest[c] = max(newest.get(c, ""), str(r.get("date") or ""))
+    model_commits = {str(r.get("commit")) for r in model_rows}
+    shared = [c for c in newest if c in model_commits]
+    commit = max(shared or newest, key=lambda c: (newest[c], c))
+    chosen = [r for r in ok if str(r.get("commit")) == commit]
+    failed = [r for r in rows if r.get("status") != "ok" and str(r.get("commit")) == commit]
+    where = "the models' commit" if shared else "no model row shares a commit with them"
+    note = (f"{BASELINE_LABEL}: the conditioning frame repeated, scored by the same evaluation "
+            f"(kind={BASELINE_KIND} rows of commit {commit[:7]}, {where}; one value per seed); "
+            "a reference line, never averaged into a variant.")
+    return merge_by_seed(chosen), failed, note
+
+
+def _per_seed(rows: list[dict], value) -> dict[str, dict]:
+    """metric -> seed -> value over `rows` (several rows of one seed averaged)."""
+    acc: dict = {}
+    for r in rows:
+        for m, v in value(r).items():
+            if v is not None:
+                acc.setdefault(m, {}).setdefault(r.get("seed"), []).append(v)
+    return {m: {s: statistics.fmean(vs) for s, vs in d.items()} for m, d in acc.items()}
+
+
 # ----------------------------------------------------------------------------- summaries
 
 
 def summarize(name: str, rows: list[dict], only: list[str] | None = None, *,
               all_commits: bool = False, baseline: str | None = None) -> Table:
-    """Aggregate the rows of one table (already filtered to it) over seeds; `only` picks metrics."""
-    rows = latest_per_run(rows)
-    factor = factor_of(name, rows)
+    """Aggregate the rows of one table (already filtered to it) over seeds; `only` picks metrics.
+
+    kind="baseline" rows become one reference line (BASELINE_LABEL, last) and feed the readings'
+    comparison with copy; the claim of CLAIMS[name] is read from the model arms.
+    """
+    base_rows = [r for r in rows if is_baseline(r)]
+    rows = latest_per_run([r for r in rows if not is_baseline(r)])
+    factor = factor_of(name, rows) if rows or not base_rows else "variant"
     notes = []
     if not all_commits:
         rows, dropped = newest_commit_only(rows, factor)
@@ -313,13 +408,17 @@ def summarize(name: str, rows: list[dict], only: list[str] | None = None, *,
             notes.append(f"{dropped} row(s) of older commits left out (newest commit per "
                          f"{factor} and seed; --all-commits keeps them).")
     ok = [r for r in rows if r.get("status") == "ok"]
-    derived = {id(r): per_frame_metrics(r, name in DRIFT_TABLES) for r in ok}
+    copy_rows, copy_failed, copy_note = select_baseline(base_rows, ok)
+    if not any(SAMPLE_METRICS.match(k) for r in copy_rows for k in r["metrics"]):
+        copy_rows, copy_failed, copy_note = [], [], ""
+    derived = {id(r): per_frame_metrics(r, name in DRIFT_TABLES) for r in ok + copy_rows}
     curves, curve_notes = curve_metrics(ok, factor, baseline or BASELINES.get(name))
     for k, extra in curves.items():
         derived[k].update(extra)
     notes += curve_notes
     if name in PAIRED_BASELINES:
-        paired, paired_notes = paired_metrics(ok, factor, baseline or PAIRED_BASELINES[name])
+        paired, paired_notes = paired_metrics(ok + copy_rows, factor,
+                                              baseline or PAIRED_BASELINES[name])
         for k, extra in paired.items():
             derived[k].update(extra)
         notes += paired_notes
@@ -328,7 +427,7 @@ def summarize(name: str, rows: list[dict], only: list[str] | None = None, *,
     def value(r, m):
         return derived[id(r)].get(m) if m in derived_names else metric_of(r, m)
 
-    names = metric_names(ok)
+    names = metric_names(ok + copy_rows)
     head = [m for m in names if m in METRIC_ORDER] + derived_names
     names = head + [m for m in names if m not in head]
     names = [m for m in names if only is None or m in only]
@@ -340,18 +439,33 @@ def summarize(name: str, rows: list[dict], only: list[str] | None = None, *,
         groups.setdefault(label_of(r, factor), []).append(r)
     lines = []
     numeric = all(isinstance(k, (int, float)) and not isinstance(k, bool) for k in groups)
-    for label in sorted(groups, key=None if numeric else str):  # numbers sort as numbers
-        runs, cells = groups[label], {}
+    labelled = [(str(label), groups[label]) for label in
+                sorted(groups, key=None if numeric else str)]  # numbers sort as numbers
+    for label, runs in labelled + ([(BASELINE_LABEL, copy_rows)] if copy_rows else []):
+        cells = {}
         for m in metrics + syn:
             values = [v for v in (value(r, m) for r in runs) if v is not None]
             cells[m] = mean_std(values) + (f" (n={len(values)})" if len(values) < len(runs) else "")
-        lines.append((str(label), len(runs), cells))
-    failed = sorted((r for r in rows if r.get("status") != "ok"),
+        lines.append((label, len(runs), cells))
+    if copy_rows:
+        notes.append(copy_note)
+    claim = claims_mod.CLAIMS.get(name)
+    readings = []
+    if claim is not None:
+        def primary(r):
+            return {m: value(r, m) for m in claim.metrics}
+        readings = claims_mod.readings(name, {label: _per_seed(runs, primary)
+                                              for label, runs in labelled},
+                                       _per_seed(copy_rows, primary))
+    failed = sorted((r for r in rows + copy_failed if r.get("status") != "ok"),
                     key=lambda r: str(r.get("run_id")))
     blocks = [("synthetic VBench-I2V-style metrics (core/metrics/synthetic.py; in [0, 1], "
                "not VBench numbers)", syn)] if syn else []
-    return Table(name, factor, metrics, lines, failed, sorted({short_commit(r) for r in ok}),
-                 len(ok), notes, blocks)
+    used = ok + copy_rows
+    return Table(name, factor, metrics, lines, failed, sorted({short_commit(r) for r in used}),
+                 len(ok) + sum(r["merged_runs"] for r in copy_rows), notes, blocks,
+                 baseline=BASELINE_LABEL if copy_rows else None, baseline_rows=copy_rows,
+                 readings=readings)
 
 
 def _flatten(prefix: str, value, out: dict) -> None:
@@ -444,6 +558,10 @@ def vbench_table(rows: list[dict], all_commits: bool = False) -> Table:
             factor = "variant" if value_of(r, "variant") else (r.get("factor") or "preset")
             groups.setdefault((backend, str(r.get("table")), factor), []).append(r)
     used = []
+    baseline_rows: dict = {}
+    for r in rows:
+        if is_baseline(r) and r.get("table"):
+            baseline_rows.setdefault(str(r.get("table")), []).append(r)
     for (backend, table, factor), group in sorted(groups.items()):
         if not all_commits:
             group, _ = newest_commit_only(group, factor)
@@ -453,6 +571,11 @@ def vbench_table(rows: list[dict], all_commits: bool = False) -> Table:
         for label, runs in sorted(by_label.items()):
             used += runs
             lines.append(_measured_line(backend, f"{table}: {label}", runs))
+        copy, _, _ = select_baseline(baseline_rows.get(table, []), group)
+        if backend == "synthetic" and any(metric_of(r, k) is not None for r in copy
+                                          for k in SYNTHETIC_KEYS):
+            used += copy
+            lines.append(_measured_line(backend, f"{table}: {BASELINE_LABEL}", copy))
     notes.append("Published rows: per-dimension values as printed (see the source column and "
                  "paper_tables/reference/*.csv for full citations); Quality/I2V/Total recomputed "
                  "with core/metrics/aggregate.py (VBench's formula) unless marked published.")
@@ -552,6 +675,8 @@ def to_markdown(t: Table, command: str, source: str) -> str:
         out += ["| " + " | ".join([label] + ([str(n) if n else "–"] if _with_n(t) else [])
                                   + [c.get(m, "–") for m in metrics]) + " |"
                 for label, n, c in t.lines]
+    for reading in t.readings:  # paragraphs of their own, quoted verbatim by the README
+        out += ["", reading]
     notes = footnotes(t)
     return "\n".join(out + ([""] + [f"- {n}" for n in notes] if notes else [])) + "\n"
 
@@ -572,6 +697,7 @@ def to_latex(t: Table, command: str, source: str) -> str:
                            + [c.get(m, "–") for m in metrics]) + " \\\\"
                 for label, n, c in t.lines]
         out += ["\\bottomrule", "\\end{tabular}"]
+    out += [f"% {tex(n)}" for n in t.readings]
     out += [f"% {tex(n)}" for n in footnotes(t)]
     return "\n".join(out) + "\n"
 
@@ -598,8 +724,24 @@ def _save(fig, path: Path, note: str) -> None:
 
 
 def _ok_rows(t: Table, rows: list[dict], all_commits: bool) -> list[dict]:
-    ok = [r for r in latest_per_run(rows) if r.get("status") == "ok"]
+    """The model rows a table averaged (never its baseline rows: those are t.baseline_rows)."""
+    ok = [r for r in latest_per_run(rows) if r.get("status") == "ok" and not is_baseline(r)]
     return ok if all_commits else newest_commit_only(ok, t.factor)[0]
+
+
+def _add_to_legend(ax, handles: list, labels: list) -> None:
+    """Append handles to the axis legend (seaborn's, if any), keeping its entries."""
+    legend = ax.get_legend()
+    old_handles = list(legend.legend_handles) if legend else []
+    old_labels = [x.get_text() for x in legend.get_texts()] if legend else []
+    ax.legend(old_handles + handles, old_labels + labels, fontsize=7)
+
+
+def _baseline_hline(ax, values: list[float]) -> None:
+    """The copy baseline as a dashed, labelled horizontal reference line (mean over seeds)."""
+    if values:
+        line = ax.axhline(statistics.fmean(values), color="black", linestyle="--", linewidth=1.2)
+        _add_to_legend(ax, [line], [BASELINE_LABEL])
 
 
 def plot(t: Table, rows: list[dict], path: Path, note: str, all_commits: bool = False) -> bool:
@@ -613,11 +755,11 @@ def plot(t: Table, rows: list[dict], path: Path, note: str, all_commits: bool = 
     ok = _ok_rows(t, rows, all_commits)
     paired: dict = {}
     if t.name in PAIRED_BASELINES:  # speedup and relative change against the baseline line
-        paired, _ = paired_metrics(ok, t.factor, PAIRED_BASELINES[t.name])
-        shown = [m for m in PAIRED_PLOT if any(m in d for d in paired.values())]
+        paired, _ = paired_metrics(ok + t.baseline_rows, t.factor, PAIRED_BASELINES[t.name])
+        shown = [m for m in PAIRED_PLOT if any(m in d for r in ok for d in [paired.get(id(r), {})])]
 
     def value(r, m):
-        return paired[id(r)].get(m) if paired else metric_of(r, m)
+        return paired.get(id(r), {}).get(m) if paired else metric_of(r, m)
 
     data = pd.DataFrame([{"level": str(label_of(r, t.factor)), "metric": m,
                           "value": value(r, m)} for r in ok for m in shown]).dropna()
@@ -625,7 +767,7 @@ def plot(t: Table, rows: list[dict], path: Path, note: str, all_commits: bool = 
     if not shown:
         return False
     plt = _pyplot()
-    order = [label for label, _, _ in t.lines]
+    order = [label for label, _, _ in t.model_lines()]
     fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3.2), squeeze=False)
     for ax, m in zip(axes[0], shown):
         d = data[data.metric == m]
@@ -636,6 +778,7 @@ def plot(t: Table, rows: list[dict], path: Path, note: str, all_commits: bool = 
                           jitter=False)
         ax.set(title=m, xlabel=t.factor, ylabel="")
         ax.tick_params(axis="x", labelrotation=30)
+        _baseline_hline(ax, [v for v in (value(r, m) for r in t.baseline_rows) if v is not None])
     fig.suptitle(f"{t.name}: mean ± sd over seeds, commit {', '.join(t.commits)}", fontsize=9)
     _save(fig, path, note)
     return True
@@ -670,7 +813,19 @@ def plot_frames(t: Table, rows: list[dict], path: Path, note: str, extrapolation
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     sns.lineplot(data, x="frame", y="mse", hue="line", style="shape" if extrapolation else None,
-                 errorbar="sd", marker="o", ax=ax, hue_order=[label for label, _, _ in t.lines])
+                 errorbar="sd", marker="o", ax=ax,
+                 hue_order=[label for label, _, _ in t.model_lines()])
+    copy = _frame_data(t, t.baseline_rows, keys)
+    handles, labels = [], []
+    for shape in ("trained shape", "extrapolated shape"):  # the baseline's per-frame curve
+        d = copy[copy["shape"] == shape] if not copy.empty else copy
+        if not d.empty:
+            means = d.groupby("frame")["mse"].mean()
+            handles += ax.plot(means.index, means.values, color="black", linewidth=1.2,
+                               linestyle="--" if shape == "trained shape" else "-.")
+            labels.append(BASELINE_LABEL + (f", {shape}" if extrapolation else ""))
+    if handles:
+        _add_to_legend(ax, handles, labels)
     if extrapolation:
         trained = data[data["shape"] == "trained shape"]["frame"].max()
         ax.axvline(trained + 0.5, color="gray", linestyle=":", linewidth=1)
@@ -697,7 +852,8 @@ def plot_curves(t: Table, rows: list[dict], path: Path, note: str, all_commits: 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     sns.lineplot(data, x="flops", y="val_loss", hue="line", units="seed", estimator=None,
-                 marker="o", markersize=3, ax=ax, hue_order=[label for label, _, _ in t.lines])
+                 marker="o", markersize=3, ax=ax,
+                 hue_order=[label for label, _, _ in t.model_lines()])
     ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(plt.NullFormatter())  # minor labels overlap on a 1-decade axis
     ax.set_xlabel("training FLOPs (log scale)")
@@ -715,8 +871,8 @@ def build(rows: list[dict], only: list[str] | None = None, *, all_commits: bool 
     by_table: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         kind = r.get("kind")
-        if r.get("table") and kind in ABLATION_KINDS + ("bench", "optuna"):
-            family = "ablation" if kind in ABLATION_KINDS else kind
+        if r.get("table") and kind in ABLATION_KINDS + (BASELINE_KIND, "bench", "optuna"):
+            family = "ablation" if kind in ABLATION_KINDS + (BASELINE_KIND,) else kind
             by_table.setdefault((str(r["table"]), family), []).append(r)
     names = {}
     for (name, family), rs in sorted(by_table.items()):
@@ -754,7 +910,7 @@ def write_table(out: Path, name: str, t: Table, rows: list[dict], command: str, 
         return written
     note = md.splitlines()[0].strip("_")
     figures = [("", lambda p: plot(t, rows, p, note, all_commits))]
-    has = {k for r in rows for k in (r.get("metrics") or {})}
+    has = {k for r in rows if not is_baseline(r) for k in (r.get("metrics") or {})}
     if "extrap_mse_per_frame" in has:
         figures.append(("_extrapolation", lambda p: plot_frames(t, rows, p, note, True, all_commits)))
     if t.name in DRIFT_TABLES and "mse_per_frame" in has:
@@ -806,6 +962,16 @@ def main(argv: list[str] | None = None) -> int:
             warnings.warn(f"table {name}: rows mix commits {t.commits}")
         print(f"wrote {out / name}{{{','.join(written)}}}: {t.num_ok} ok rows, {len(t.failed)} failed")
         print(to_markdown(t, command, args.results))
+    if not args.no_plots and (not args.table or SAMPLES_FIGURE in args.table
+                              or samples_mod.TABLE in args.table):
+        # only when saved samples exist (not in a fresh clone): a committed picture is kept
+        if samples_mod.write(rows, ROOT, out / f"{SAMPLES_FIGURE}.png", _save):
+            print(f"wrote {out / SAMPLES_FIGURE}.png")
+    readings = [(name, r) for name, (t, _) in tables.items() for r in t.readings]
+    if readings:
+        print("Readings (computed by make tables; quote them verbatim):")
+        for name, r in readings:
+            print(f"  {name}: {r}")
     return 0
 
 

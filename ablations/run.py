@@ -9,6 +9,9 @@ wrong type fails at compose time, and `RunConfig.__post_init__` rejects impossib
 before any work. `run(cfg)` is plain Python and is what tests and other programs call.
 A rerun with the same resolved config and commit is skipped when its ok row exists
 (`force=true` reruns it); a crashed run writes a failed row with its error, then re-raises.
+Every finished run also makes sure its trivial baseline exists: a kind="baseline",
+variant="copy" row (the conditioning frame repeated, scored by the same core.evaluate code on the
+same test clips) per table, seed, data/eval settings and code version (`ensure_baselines`).
 
 Training is keyed apart from evaluation: runs that differ only in sampler/eval knobs (the
 temperature and sampler ablations, Optuna trials) share one trained checkpoint in
@@ -46,7 +49,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from core.config import PRESETS, RunConfig  # noqa: E402
 from core.data import build_dataset, describe_dataset, write_data_report  # noqa: E402
-from core.evaluate import heldout_loss, score_samples  # noqa: E402
+from core.evaluate import heldout_loss, score_baseline, score_samples  # noqa: E402
 from core.model import VideoMAR  # noqa: E402
 from core.preemption import PreemptionGuard  # noqa: E402
 from core.results import (FLAT_KEYS, append_row, find_ok_row, git_info, make_row,  # noqa: E402
@@ -132,28 +135,108 @@ def _val_loss(model, cfg: RunConfig) -> float:
                         num_batches=cfg.eval.num_loss_batches, seed=cfg.seed)
 
 
-def _evaluate(model, cfg: RunConfig, out_dir: Path) -> dict:
-    # Test clips as long as the rollout, so every generated frame has its true continuation.
-    frames = max(cfg.data.num_frames, cfg.eval.num_frames or 0)
-    test = build_dataset(dataclasses.replace(cfg.data, num_frames=frames), "test", seed=cfg.seed)
-    scores = score_samples(model, test, num_clips=cfg.eval.num_clips, sampler=cfg.sampler,
-                           num_frames=cfg.eval.num_frames, batch_size=cfg.eval.num_clips,
-                           seed=cfg.seed)
-    _save_contact_sheet(scores.pop("videos"), out_dir / "samples.png")
-    metrics = {"val_loss": _val_loss(model, cfg), **scores}
+def _test_sets(cfg: RunConfig) -> list[tuple[str, object, int | None, dict]]:
+    """The evaluations of a run: (metric prefix, test clips, frames to produce, extra metrics).
+
+    "" = the rollout at the trained size, with test clips as long as the rollout so every
+    generated frame has its true continuation; "extrap_" = the RoPE ablation's longer and larger
+    clips (eval.extrap_frames > 0). Models and baselines are scored on exactly these.
+    """
     e = cfg.eval
+    frames = max(cfg.data.num_frames, e.num_frames or 0)
+    test = build_dataset(dataclasses.replace(cfg.data, num_frames=frames), "test", seed=cfg.seed)
+    sets = [("", test, e.num_frames, {})]
     if e.extrap_frames:  # RoPE ablation: more frames and larger frames than trained
         shape = dict(num_frames=e.extrap_frames, height=e.extrap_height or cfg.data.height,
                      width=e.extrap_width or cfg.data.width)
         test = build_dataset(dataclasses.replace(cfg.data, **shape), "test", seed=cfg.seed)
-        extrap = score_samples(model, test, num_clips=e.num_clips, sampler=cfg.sampler,
-                               num_frames=e.extrap_frames, batch_size=e.num_clips, seed=cfg.seed)
-        _save_contact_sheet(extrap.pop("videos"), out_dir / "samples_extrap.png")
-        metrics.update({f"extrap_{k}": v for k, v in extrap.items()
-                        if isinstance(v, (int, float, list))},
-                       extrap_frames=shape["num_frames"], extrap_height=shape["height"],
-                       extrap_width=shape["width"])
+        sets.append(("extrap_", test, e.extrap_frames,
+                     {"extrap_frames": shape["num_frames"], "extrap_height": shape["height"],
+                      "extrap_width": shape["width"]}))
+    return sets
+
+
+def _prefixed(prefix: str, scores: dict) -> dict:
+    """Table metrics of one evaluation under `prefix` (the extrapolation keeps numbers only)."""
+    if not prefix:
+        return scores
+    return {f"{prefix}{k}": v for k, v in scores.items() if isinstance(v, (int, float, list))}
+
+
+def _evaluate(model, cfg: RunConfig, out_dir: Path) -> dict:
+    metrics = {}
+    for prefix, test, frames, extra in _test_sets(cfg):
+        scores = score_samples(model, test, num_clips=cfg.eval.num_clips, sampler=cfg.sampler,
+                               num_frames=frames, batch_size=cfg.eval.num_clips, seed=cfg.seed)
+        sheet = "samples.png" if not prefix else f"samples_{prefix.rstrip('_')}.png"
+        _save_contact_sheet(scores.pop("videos"), out_dir / sheet)
+        metrics.update(_prefixed(prefix, scores), **extra)
+        if not prefix:
+            metrics["val_loss"] = _val_loss(model, cfg)
     return metrics
+
+
+# ----------------------------------------------------------------------------- baselines
+
+BASELINE_KIND = "baseline"
+BASELINE_VARIANTS = ("copy",)  # core.evaluate.BASELINES drawn into every sample table
+BASELINE_EVAL_KEYS = ("num_clips", "num_frames", "extrap_frames", "extrap_height", "extrap_width")
+
+
+def baseline_config(cfg: RunConfig, variant: str = "copy") -> dict:
+    """The config of run `cfg`'s trivial-baseline row: everything the baseline's scores depend on.
+
+    The data settings, the eval settings that pick and shape the clips, the number of
+    conditioning frames, and the run's table/ablation/seed/preset (labels: one baseline row per
+    table and seed, beside that seed's model rows). Nothing of the model, sampler or training, so
+    every arm of a table shares it; run_id of this dict + the code version is the row's id.
+    """
+    return {"baseline": variant, "variant": variant, "ablation": cfg.ablation, "table": cfg.table,
+            "seed": cfg.seed, "preset": cfg.preset, "data": dataclasses.asdict(cfg.data),
+            "eval": {k: getattr(cfg.eval, k) for k in BASELINE_EVAL_KEYS},
+            "model": {"num_cond_frames": cfg.model.num_cond_frames}}
+
+
+def _baseline_metrics(cfg: RunConfig, variant: str) -> dict:
+    """The baseline scored by core.evaluate on the run's own test sets (no model, no sampling)."""
+    metrics = {}
+    for prefix, test, frames, extra in _test_sets(cfg):
+        scores = score_baseline(test, num_clips=cfg.eval.num_clips, baseline=variant,
+                                num_cond=cfg.model.num_cond_frames, num_frames=frames,
+                                batch_size=cfg.eval.num_clips)
+        scores.pop("videos")
+        scores.pop("sample_time_s")  # copying frames is not sampling: no speed to compare
+        metrics.update(_prefixed(prefix, scores), **extra)
+    return metrics
+
+
+def ensure_baselines(cfg: RunConfig, git: dict) -> list[dict]:
+    """Make sure the trivial-baseline rows of run `cfg` exist in its results table; return them.
+
+    One row per BASELINE_VARIANTS entry with kind="baseline", variant=<name>, the run's table,
+    ablation and seed, status "ok", and the score metrics of a model row (mse_*, psnr_first,
+    syn_*, dist_energy, num_clips; extrap_* on extrapolation runs). Idempotent: the run id
+    hashes `baseline_config` and the code version, and an existing ok row is returned as is
+    (under a lock, so parallel jobs of one table and seed write it once). `force` does not
+    apply: the baseline is deterministic.
+    """
+    results, rows = _resolve(cfg.results), []
+    for variant in BASELINE_VARIANTS:
+        config = baseline_config(cfg, variant)
+        bid = run_id(config, git["code"])
+        with _exclusive(_resolve(cfg.out_dir) / "baselines"):
+            row = find_ok_row(results, bid)
+            if row is None:
+                start = time.perf_counter()
+                metrics = _baseline_metrics(cfg, variant)
+                row = append_row(results, make_row(
+                    config, kind=BASELINE_KIND, status="ok", metrics=metrics, git=git,
+                    wall_time_s=time.perf_counter() - start, factor="variant", flat=ROW_COLUMNS))
+                print(f"[baseline {bid}] {cfg.table} {variant} seed={cfg.seed}: "
+                      + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()
+                                  if isinstance(v, float)))
+        rows.append(row)
+    return rows
 
 
 def _init_distributed() -> tuple[int, int]:
@@ -211,6 +294,7 @@ def _run(cfg: RunConfig) -> dict:
     existing = None if cfg.force else find_ok_row(results, rid)
     if existing is not None:
         print(f"[run {rid}] ok row exists in {results}: skipped (force=true reruns it)")
+        ensure_baselines(cfg, git)  # rows of this code version written before baselines existed
         _record_in_sweep(rid)
         return existing
     out_dir = _resolve(cfg.out_dir) / rid
@@ -269,6 +353,7 @@ def _run(cfg: RunConfig) -> dict:
                            flat=ROW_COLUMNS, **extra)
             row = append_row(results, row)
             _record_in_sweep(rid)
+    ensure_baselines(cfg, git)  # the copy baseline beside this row (milliseconds, once per seed)
     print(f"[run {rid}] {cfg.ablation}={cfg.variant or cfg.model.attn} seed={cfg.seed}: "
           + ", ".join(f"{k}={v:.4g}" for k, v in row["metrics"].items() if isinstance(v, float)))
     return row

@@ -326,7 +326,7 @@ class TrainConfig:
 
 @dataclass(kw_only=True)
 class EvalConfig:
-    num_clips: int = 8  # held-out test clips sampled and scored
+    num_clips: int = 32  # held-out test clips sampled and scored (8 left clip noise above arm gaps)
     num_loss_batches: int = 4  # held-out next-frame diffusion loss batches (val split)
     num_frames: Optional[int] = None  # frames to generate; None = data.num_frames
     use_ema: bool = True
@@ -417,8 +417,10 @@ class RunConfig:
             return "progressive" if len(t.res_stages) > 1 else "fixed"
         if self.ablation == "rope":
             return "rope3d" if self.model.pos_emb == "rope" else "learned"
-        if self.ablation == "temperature":
-            if s.temperature_schedule == "progressive" and s.temperature_end != s.temperature:
+        if self.ablation == "temperature":  # the arms differ in drift, not in mean level
+            if s.temperature_schedule == "progressive":
+                if s.temperature_end == s.temperature:
+                    return "constant"
                 return "progressive" if s.temperature_end < s.temperature else "increasing"
             return s.temperature_schedule
         if self.ablation == "sampler":

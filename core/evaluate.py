@@ -5,7 +5,11 @@
 - `score_samples`: generate test clips from their first frame (and caption) and compare with the
   ground-truth continuation: per-frame MSE in pixel space and PSNR of the first generated frame.
   On the built-in sprites data it also scores the samples against their exact ground truth with
-  the synthetic VBench-I2V-style metrics (`syn_*` keys, core/metrics/synthetic.py).
+  the synthetic VBench-I2V-style metrics (`syn_*` keys, core/metrics/synthetic.py) and with
+  `dist_energy`, a distribution-level distance that does not reward low-variance samples
+  (core/metrics/distribution.py).
+- `score_baseline`: trivial baselines (`copy`: the conditioning frame repeated) scored by the same
+  code: both are video producers handed to `produce_and_score`, which calls `score_videos`.
 The proxy and official VBench-I2V backends live in core/metrics/ and bench/.
 """
 
@@ -13,12 +17,13 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Optional
+from typing import Callable, List, Optional
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from core.config import SamplerConfig
+from core.metrics.distribution import KEY as DIST_KEY, dist_energy
 from core.metrics.synthetic import clip_scores, mean_scores
 from core.sampler import sample_latents
 from core.synthetic import render_clip
@@ -64,6 +69,105 @@ def psnr(mse: float) -> float:
     return 10.0 * math.log10(1.0 / max(mse, 1e-12))
 
 
+# A video producer: (clips (B, T, C, H, W) in [0, 1] with their conditioning frames first,
+# captions, frames to produce) -> videos (B, frames, C, H, W), conditioning frames included.
+Producer = Callable[[torch.Tensor, List[str], int], torch.Tensor]
+
+
+def copy_producer(num_cond: int) -> Producer:
+    """The `copy` baseline: the last conditioning frame repeated for every generated frame.
+
+    Pixel frames as given (no tokenizer round trip); needs no model and no randomness.
+    """
+    def produce(video: torch.Tensor, captions: List[str], frames: int) -> torch.Tensor:
+        cond = video[:, :num_cond]
+        held = cond[:, -1:].expand(-1, frames - num_cond, -1, -1, -1)
+        return torch.cat([cond, held], dim=1)
+    return produce
+
+
+BASELINES = {"copy": copy_producer}  # name -> (num_cond) -> Producer
+
+
+def model_producer(model, sampler: SamplerConfig, generator: torch.Generator) -> Producer:
+    """Videos sampled by `model` from the tokenized conditioning frames (core/sampler.py)."""
+    num_cond = model.cfg.num_cond_frames
+    device = model.mask_token.device
+
+    def produce(video: torch.Tensor, captions: List[str], frames: int) -> torch.Tensor:
+        cond = model.tokenizer.encode(video[:, :num_cond].to(device))
+        latents = sample_latents(model, cond, frames, sampler, generator, captions)
+        return model.tokenizer.decode(latents)
+    return produce
+
+
+@torch.no_grad()
+def produce_and_score(produce: Producer, dataset: Dataset, *, num_clips: int, num_cond: int,
+                      num_frames: Optional[int] = None, batch_size: int = 8) -> dict:
+    """Run `produce` on the first `num_clips` clips of `dataset` and score what it made.
+
+    The one evaluation path for models and baselines: batches of `batch_size` clips in dataset
+    order, `produce(clips, captions, frames)` timed (`sample_time_s`), then `score_videos`.
+    Returns the scores plus the videos (B, T, C, H, W) on the CPU under "videos".
+    """
+    videos, truths, seeds, sample_time, count = [], [], [], 0.0, 0
+    for batch in _batches(dataset, batch_size):
+        if count >= num_clips:
+            break
+        video = batch["video"][: num_clips - count]  # (B, T, C, H, W)
+        captions = list(batch["caption"][: video.shape[0]])
+        frames = num_frames or video.shape[1]
+        start = time.perf_counter()
+        generated = produce(video, captions, frames)
+        sample_time += time.perf_counter() - start
+        videos.append(generated.detach().float().cpu())
+        truths.append(video.float().cpu())
+        if "seed" in batch:
+            seeds.extend(int(s) for s in batch["seed"][: video.shape[0]])
+        count += video.shape[0]
+    if count == 0:
+        raise ValueError("score_samples: the test split is empty")
+    videos = torch.cat(videos)
+    scores = score_videos(videos, torch.cat(truths), num_cond=num_cond, dataset=dataset,
+                          seeds=seeds or None)
+    return {**scores, "sample_time_s": sample_time, "videos": videos}
+
+
+def score_videos(videos: torch.Tensor, truth: torch.Tensor, *, num_cond: int,
+                 dataset: Optional[Dataset] = None, seeds: Optional[List[int]] = None) -> dict:
+    """Score produced videos (B, T, C, H, W) against the test clips `truth` (B, T', C, H, W).
+
+    Per-frame MSE over the generated frames the truth covers (`mse_per_frame`, mean over clips),
+    its mean (`mse_mean`), PSNR of the first generated frame (`psnr_first`) and `num_clips`. On
+    the built-in sprites data (`dataset` synthetic, `seeds` the clip seeds) each clip's truth is
+    re-rendered from its seed at the produced frame count and resolution (a few ms per clip) and
+    the `syn_*` metrics (core/metrics/synthetic.py) and `dist_energy` (core/metrics/
+    distribution.py) are added.
+    """
+    frames = min(videos.shape[1], truth.shape[1])
+    if frames <= num_cond:
+        raise ValueError(f"score_videos: {frames} frames leave nothing generated after the "
+                         f"{num_cond} conditioning frame(s)")
+    err = (videos[:, num_cond:frames].float() - truth[:, num_cond:frames].float()) ** 2
+    mse = err.mean(dim=(2, 3, 4)).mean(dim=0).tolist()  # (frames - num_cond,) mean over clips
+    out = {"mse_per_frame": mse, "mse_mean": sum(mse) / len(mse), "psnr_first": psnr(mse[0]),
+           "num_clips": int(videos.shape[0])}
+    synthetic = _synthetic_truth(dataset) if dataset is not None else None
+    if synthetic is not None and seeds is not None:
+        num_sprites, camera_pan = synthetic
+        _, t_gen, _, h_gen, w_gen = videos.shape
+        per_clip, rendered, gts = [], [], []
+        for clip, clip_seed in zip(videos, seeds):
+            true_clip, _, gt = render_clip(int(clip_seed), h_gen, w_gen, t_gen, num_sprites,
+                                           camera_pan)
+            per_clip.append(clip_scores(clip, true_clip, gt, num_cond))
+            rendered.append(true_clip)
+            gts.append(gt)
+        out.update(mean_scores(per_clip))
+        out[DIST_KEY] = dist_energy(list(videos), rendered, gts, num_cond)
+    return out
+
+
 @torch.no_grad()
 def score_samples(model, dataset: Dataset, *, num_clips: int, sampler: SamplerConfig,
                   num_frames: Optional[int] = None, batch_size: int = 8, seed: int = 0) -> dict:
@@ -72,46 +176,28 @@ def score_samples(model, dataset: Dataset, *, num_clips: int, sampler: SamplerCo
     Returns per-frame MSE over generated frames (`mse_per_frame`), its mean (`mse_mean`), the
     PSNR of the first generated frame (`psnr_first`), sampling wall time, and the videos
     (B, T, C, H, W) under the key "videos" (not meant for the results table). On the synthetic
-    data it adds the `syn_*` metrics (core/metrics/synthetic.py): each clip's truth is re-rendered
-    from its seed at the generated frame count and resolution (a few ms per clip).
+    data it adds the `syn_*` metrics and `dist_energy` (see `score_videos`). Baselines go through
+    the same `produce_and_score` (see `score_baseline`).
     """
-    device = model.mask_token.device
     was_training = model.training
     model.eval()
     generator = torch.Generator().manual_seed(EVAL_SEED_OFFSET + seed)
-    num_cond = model.cfg.num_cond_frames
-    squared, count, videos, sample_time = None, 0, [], 0.0
-    synthetic, per_clip = _synthetic_truth(dataset), []
-    for batch in _batches(dataset, batch_size):
-        if count >= num_clips:
-            break
-        video = batch["video"][: num_clips - count].to(device)  # (B, T, C, H, W)
-        captions = list(batch["caption"][: video.shape[0]])
-        frames = num_frames or video.shape[1]
-        start = time.perf_counter()
-        cond = model.tokenizer.encode(video[:, :num_cond])
-        latents = sample_latents(model, cond, frames, sampler, generator, captions)
-        generated = model.tokenizer.decode(latents)
-        sample_time += time.perf_counter() - start
-        truth_frames = min(frames, video.shape[1])
-        err = (generated[:, num_cond:truth_frames] - video[:, num_cond:truth_frames]) ** 2
-        per_frame = err.mean(dim=(2, 3, 4)).sum(dim=0)  # (frames,) summed over clips
-        squared = per_frame if squared is None else squared + per_frame
-        count += video.shape[0]
-        videos.append(generated.cpu())
-        if synthetic is not None:
-            num_sprites, camera_pan = synthetic
-            _, t_gen, _, h_gen, w_gen = generated.shape
-            for clip, clip_seed in zip(generated.cpu(), batch["seed"][: video.shape[0]].tolist()):
-                truth, _, gt = render_clip(int(clip_seed), h_gen, w_gen, t_gen, num_sprites,
-                                           camera_pan)
-                per_clip.append(clip_scores(clip, truth, gt, num_cond))
-    model.train(was_training)
-    if count == 0:
-        raise ValueError("score_samples: the test split is empty")
-    mse = (squared / count).tolist()
-    out = {"mse_per_frame": mse, "mse_mean": sum(mse) / len(mse), "psnr_first": psnr(mse[0]),
-           "sample_time_s": sample_time, "num_clips": count}
-    if per_clip:
-        out.update(mean_scores(per_clip))
-    return {**out, "videos": torch.cat(videos)}
+    try:
+        return produce_and_score(model_producer(model, sampler, generator), dataset,
+                                 num_clips=num_clips, num_cond=model.cfg.num_cond_frames,
+                                 num_frames=num_frames, batch_size=batch_size)
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def score_baseline(dataset: Dataset, *, num_clips: int, num_cond: int, baseline: str = "copy",
+                   num_frames: Optional[int] = None, batch_size: int = 8) -> dict:
+    """Score a trivial baseline (BASELINES, e.g. "copy") exactly as `score_samples` scores a model.
+
+    Same clips, batches, metrics and output keys (videos included); no model, no sampling.
+    """
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline={baseline!r}: choose one of {sorted(BASELINES)}")
+    return produce_and_score(BASELINES[baseline](num_cond), dataset, num_clips=num_clips,
+                             num_cond=num_cond, num_frames=num_frames, batch_size=batch_size)

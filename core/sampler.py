@@ -26,13 +26,19 @@ from core.masks import mask_by_order, random_orders, reveal_schedule
 def frame_temperatures(cfg: SamplerConfig, num_generated: int) -> list[float]:
     """Temperature of each generated frame: constant, progressive (linear start -> end), or a list.
 
-    "progressive" follows the released code's hint tau_i = tau_0 + (tau_end - tau_0) * i / G for
-    the i-th of G generated frames (0.95 -> 0.90 there).
+    "progressive" interpolates linearly from `temperature` at the first generated frame to
+    `temperature_end` at the last: tau_i = tau_0 + (tau_end - tau_0) * i / (G - 1) for the i-th
+    (0-based) of G generated frames, so both endpoints are reached exactly and the mean is
+    (tau_0 + tau_end) / 2 (G = 1: just tau_0). The released code hints 0.95 -> 0.90 with i / G,
+    which never reaches tau_end (1.0 -> 0.8 over 15 frames would end at 0.813).
     """
     if cfg.temperature_schedule == "constant":
         return [cfg.temperature] * num_generated
     if cfg.temperature_schedule == "progressive":
-        return [cfg.temperature + (cfg.temperature_end - cfg.temperature) * i / num_generated
+        if num_generated == 1:
+            return [cfg.temperature]
+        step = (cfg.temperature_end - cfg.temperature) / (num_generated - 1)
+        return [cfg.temperature_end if i == num_generated - 1 else cfg.temperature + step * i
                 for i in range(num_generated)]
     if len(cfg.temperatures) < num_generated:
         raise ValueError(f"sampler.temperatures has {len(cfg.temperatures)} values but "

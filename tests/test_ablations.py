@@ -226,6 +226,10 @@ def test_variant_labels_come_from_the_swept_knobs():
     assert variant("ablation=rope", "pos=learned") == "learned"
     assert variant("ablation=temperature", "temperature=increasing") == "increasing"
     assert variant("ablation=temperature", "temperature=progressive") == "progressive"
+    assert variant("ablation=temperature", "temperature=constant_matched") == "constant"
+    assert variant("ablation=temperature", "temperature=list") == "list"
+    assert variant("ablation=temperature", "temperature=progressive",
+                   "sampler.temperature_end=1.0") == "constant"  # no drift: a constant arm
     assert variant("ablation=sampler", "sampler.num_iter=4", "sampler.cfg_scale=3") == "iter4_cfg3"
     assert variant("ablation=sun_head", "head=ddpm100_cfg") == "ddpm100_cfg"
     assert variant("ablation=sun_head", "head=dpm4_cfg") == "dpm4_cfg"
@@ -234,6 +238,35 @@ def test_variant_labels_come_from_the_swept_knobs():
     assert variant("ablation=sun_head", "head=sun8") == "sun8"
     assert variant("ablation=window", "model.temporal_window=2") == "w2"
     assert variant("variant=mine") == "mine"
+
+
+def test_temperature_arms_separate_drift_from_level():
+    """Every arm has mean temperature 0.9 over the 15 generated frames; labels name the drift."""
+    from core.sampler import frame_temperatures
+
+    spec = yaml.safe_load((CONF / "ablation" / "temperature.yaml").read_text())
+    arms = spec["hydra"]["sweeper"]["params"]["temperature"].split(",")
+    labels, drifts = [], {}
+    for arm in arms:
+        cfg = OmegaConf.to_object(_compose(["ablation=temperature", f"temperature={arm}"]))
+        assert cfg.eval.num_frames == 16 and cfg.eval.num_clips >= 32
+        taus = frame_temperatures(cfg.sampler, cfg.eval.num_frames - cfg.model.num_cond_frames)
+        assert len(taus) == 15 and sum(taus) / 15 == pytest.approx(0.9), (arm, taus)
+        labels.append(cfg.variant)
+        drifts[cfg.variant] = (taus[0], taus[-1])
+    assert sorted(labels) == ["constant", "increasing", "list", "progressive"]
+    assert drifts["constant"] == (0.9, 0.9)
+    assert drifts["progressive"] == (1.0, 0.8) and drifts["increasing"] == (0.8, 1.0)
+    assert drifts["list"][0] > drifts["list"][1]
+    # the default run's constant schedule keeps SamplerConfig's level
+    assert OmegaConf.to_object(_compose([])).sampler.temperature == 1.0
+
+
+def test_sample_ablations_score_at_least_32_clips():
+    for ablation, arm in _ablation_arms():
+        cfg = OmegaConf.to_object(_compose([f"ablation={ablation}", *arm]))
+        assert cfg.eval.num_clips >= 32, (ablation, arm)
+    assert OmegaConf.to_object(_compose([])).eval.num_clips == 32
 
 
 def test_curriculum_off_and_resolution_fixed_share_one_trained_model():

@@ -67,8 +67,8 @@ def test_cfg_scale_one_ignores_the_unconditional_branch():
 
 def test_schedules():
     assert frame_temperatures(SamplerConfig(temperature=0.95, temperature_schedule="progressive",
-                                            temperature_end=0.9), 5) == pytest.approx(
-        [0.95, 0.94, 0.93, 0.92, 0.91])
+                                            temperature_end=0.9), 6) == pytest.approx(
+        [0.95, 0.94, 0.93, 0.92, 0.91, 0.90])
     assert frame_temperatures(SamplerConfig(temperature=0.8), 3) == [0.8, 0.8, 0.8]
     listed = SamplerConfig(temperature_schedule="list", temperatures=[1.0, 0.5])
     assert frame_temperatures(listed, 2) == [1.0, 0.5]
@@ -102,3 +102,18 @@ def test_latents_clipped_from_the_second_generated_frame(attn):
     lo, hi = model.tokenizer.clip_range
     assert latents[:, 2:].min() >= lo and latents[:, 2:].max() <= hi
     assert latents[:, 1].abs().max() > hi, "the first generated frame is not clipped (VideoMAR)"
+
+
+@pytest.mark.parametrize("start, end", [(1.0, 0.8), (0.8, 1.0), (0.95, 0.9), (0.7, 0.7)])
+@pytest.mark.parametrize("generated", [1, 2, 3, 7, 15])
+def test_progressive_temperature_reaches_its_end_at_the_last_generated_frame(start, end, generated):
+    cfg = SamplerConfig(temperature=start, temperature_end=end, temperature_schedule="progressive")
+    taus = frame_temperatures(cfg, generated)
+    assert len(taus) == generated and taus[0] == start
+    if generated == 1:
+        assert taus == [start]
+        return
+    assert taus[-1] == end  # exactly, not 0.813 for 1.0 -> 0.8 over 15 frames
+    steps = [b - a for a, b in zip(taus, taus[1:])]
+    assert steps == pytest.approx([(end - start) / (generated - 1)] * (generated - 1))
+    assert sum(taus) / generated == pytest.approx((start + end) / 2)  # matched mean of the arms

@@ -119,8 +119,8 @@ def readings(table: str, arms: dict[str, dict[str, dict]], baseline: dict[str, d
              f"({claim.claim} - {claim.reference})."]
     missing = [a for a in (claim.claim, claim.reference) if a not in arms]
     if missing:
-        return lines + [f"Reading ({', '.join(claim.metrics)}, {claim.claim} vs "
-                        f"{claim.reference}): not computed — no ok rows of {' and '.join(missing)}."]
+        return lines + [f"Reading ({', '.join(claim.metrics)}, {claim.claim} vs {claim.reference}"
+                        f"): not computed — no ok rows of {' and '.join(missing)}."]
     losers = []
     for m in claim.metrics:
         a, b = arms[claim.claim].get(m, {}), arms[claim.reference].get(m, {})

@@ -303,15 +303,68 @@ def test_sweep_survives_a_failed_run_and_reruns_only_what_is_missing(tmp_path):
     first = sweep()
     assert first.returncode != 0 and "sampler.temperatures has 1 values" in first.stderr
     rows = _rows(tmp_path / "runs.jsonl")
+    assert [r["variant"] for r in rows if r["kind"] == "baseline"] == ["copy"]  # of the ok run
+    rows = [r for r in rows if r["kind"] != "baseline"]
     assert sorted(r["status"] for r in rows) == ["failed", "ok"]  # the failure did not stop it
     failed = next(r for r in rows if r["status"] == "failed")
     assert "sampler.temperatures has 1 values" in failed["error"]
     assert len(list((tmp_path / "runs").glob("train-*"))) == 1  # both runs share one training
 
     sweep()  # the ok run is skipped, the failed one is retried (and fails again)
-    again = _rows(tmp_path / "runs.jsonl")[len(rows):]
+    again = _rows(tmp_path / "runs.jsonl")[len(rows) + 1:]
     assert [r["status"] for r in again] == ["failed"] and again[0]["run_id"] == failed["run_id"]
 
-    sweep("force=true")  # force reruns both
-    forced = _rows(tmp_path / "runs.jsonl")[len(rows) + 1:]
+    sweep("force=true")  # force reruns both; the deterministic baseline is not duplicated
+    forced = _rows(tmp_path / "runs.jsonl")[len(rows) + 2:]
     assert sorted(r["status"] for r in forced) == ["failed", "ok"]
+    assert all(r["kind"] != "baseline" for r in forced)
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+def test_runs_write_one_copy_baseline_row_per_table_and_seed(tmp_path):
+    from core.evaluate import score_baseline
+
+    results = tmp_path / "runs.jsonl"
+    base = [*TINY_RUN, "data.height=16", "data.width=16", "data.num_frames=3",
+            "eval.extrap_frames=4", "eval.extrap_height=20", "eval.extrap_width=20",
+            f"results={results}", f"out_dir={tmp_path / 'runs'}"]
+
+    def run(*extra):
+        cfg = OmegaConf.to_object(_compose(base + list(extra)))
+        return cfg, run_app.run(cfg)
+
+    cfg, model_row = run()
+    run("sampler.num_iter=3")  # another arm of the same table and seed: shares the baseline
+    run("seed=1")  # another seed: its own baseline
+    run()  # the skipped rerun adds nothing
+    rows = _rows(results)
+    models = [r for r in rows if r["kind"] == "train"]
+    baselines = [r for r in rows if r["kind"] == "baseline"]
+    assert len(models) == 3 and len(rows) == 5
+    assert sorted(r["seed"] for r in baselines) == [0, 1]
+    assert len({r["run_id"] for r in baselines}) == 2
+    for row in baselines:
+        assert (row["variant"], row["status"], row["table"], row["ablation"]) == \
+            ("copy", "ok", "attn", "attn")
+        assert row["factor"] == "variant" and row["config"]["variant"] == "copy"
+        assert row["commit"] == model_row["commit"] and row["preset"] == "tiny"
+    (baseline,) = [r for r in baselines if r["seed"] == 0]
+    metrics, model = baseline["metrics"], model_row["metrics"]
+    for prefix in ("", "extrap_"):
+        for key in ("mse_mean", "mse_per_frame", "psnr_first", "num_clips", "dist_energy",
+                    "syn_subject_consistency", "syn_dynamic_degree", "syn_i2v_subject"):
+            assert prefix + key in metrics and prefix + key in model, prefix + key
+        assert len(metrics[prefix + "mse_per_frame"]) == len(model[prefix + "mse_per_frame"])
+    assert metrics["extrap_frames"] == 4 and metrics["extrap_height"] == 20
+    only_model = {"val_loss", "train_loss", "train_steps", "steps_per_s", "params", "train_flops",
+                  "val_curve", "stages", "train_reused", "train_resumed_from", "world_size",
+                  "sample_time_s", "extrap_sample_time_s"}
+    assert set(metrics) == set(model) - only_model
+    # the numbers are core.evaluate's copy baseline on the run's own test clips
+    for prefix, test, frames, _ in run_app._test_sets(cfg):
+        direct = score_baseline(test, num_clips=cfg.eval.num_clips, num_cond=1, num_frames=frames)
+        for key in ("mse_mean", "psnr_first", "dist_energy", "syn_i2v_subject"):
+            assert metrics[prefix + key] == pytest.approx(direct[key], rel=1e-6), prefix + key
+    assert metrics["syn_dynamic_degree"] == 0.0  # nothing moves in a copy

@@ -45,12 +45,14 @@ def test_every_config_composes_and_runs_one_step(attn, tmp_path):
     for key in ("val_loss", "mse_mean", "psnr_first", "train_loss"):
         assert isinstance(row["metrics"][key], float)
     stored = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in stored] == ["train", "baseline"]  # the copy baseline beside it
+    stored = stored[:1]
     assert [r["run_id"] for r in stored] == [row["run_id"]]
     assert stored[0]["config"]["model"]["attn"] == attn and stored[0]["commit"]
     # idempotent: the same config and commit is skipped, force reruns
     again = run_app.run(run_cfg)
     assert again["run_id"] == row["run_id"]
-    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 1
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 2
 
 
 @pytest.mark.parametrize("preset", ["tiny", "small", "base", "paper"])

@@ -44,7 +44,7 @@ MIN_BACKGROUND_FRAC = 0.05  # fewer usable background pixels than this: shift re
 
 
 def _warp(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
-    """image (H, W, C) moved by (dx, dy) pixels, bilinear, edge values enter (cf. synthetic._shift)."""
+    """image (H, W, C) moved by (dx, dy) pixels, bilinear; edge values enter (cf. _shift)."""
     h, w, _ = image.shape
     src_x, src_y = np.clip(np.arange(w) - dx, 0, w - 1), np.clip(np.arange(h) - dy, 0, h - 1)
     x0, y0 = np.floor(src_x).astype(int), np.floor(src_y).astype(int)
@@ -56,7 +56,7 @@ def _warp(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
 
 
 def _frame_shift(prev: np.ndarray, cur: np.ndarray, usable: np.ndarray, limit: float) -> np.ndarray:
-    """Translation (dx, dy) in pixels with cur(p) ~ prev(p - d), fitted on `usable` (H, W) pixels."""
+    """Translation (dx, dy) in pixels with cur(p) ~ prev(p - d), fitted on `usable` (H, W)."""
     h, w, _ = prev.shape
     d = np.zeros(2)
     for step in range(LK_STEPS):
@@ -115,7 +115,8 @@ def energy_distance(x: Sequence, y: Sequence) -> float:
     V-statistics over all pairs (the distance between the two empirical distributions): >= 0,
     symmetric, 0 iff the sets are equal as multisets.
     """
-    x, y = np.atleast_2d(np.asarray(x, dtype=np.float64)), np.atleast_2d(np.asarray(y, dtype=np.float64))
+    x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+    y = np.atleast_2d(np.asarray(y, dtype=np.float64))
     if x.shape[1:] != y.shape[1:] or not len(x) or not len(y):
         raise ValueError(f"energy_distance needs two non-empty sets of equal-length vectors, got "
                          f"shapes {x.shape} and {y.shape}")
@@ -126,7 +127,8 @@ def energy_distance(x: Sequence, y: Sequence) -> float:
     return max(0.0, 2 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y))
 
 
-def dist_energy(videos: Sequence, truths: Sequence, gts: Sequence[Mapping], num_cond: int = 1) -> float:
+def dist_energy(videos: Sequence, truths: Sequence, gts: Sequence[Mapping],
+                num_cond: int = 1) -> float:
     """`dist_energy`: energy distance between the statistics of generated clips and of the truth.
 
     videos[i] and truths[i] are clip i's generated and true videos (same shape), gts[i] its ground

@@ -15,6 +15,15 @@ writes and prints. Outputs in --out (default: the results file's directory), per
   final val_loss (same-quality compute) and val_loss at the largest budget every run reached
   (same-compute quality). Figures: metric per variant with seed error bars, extrapolation
   curves, per-frame drift, val_loss vs training FLOPs.
+- the `copy` baseline (kind="baseline" rows: the conditioning frame repeated, scored like a model,
+  written beside the model rows): one line "copy (baseline)" per sample table (rows of the
+  newest commit, one value per seed, never averaged into a variant) and a dashed reference line
+  in every sample figure (its per-frame curve in the drift and extrapolation figures).
+- readings: every table with a claim in bench/tables/readings.py CLAIMS gets "Reading (...)"
+  lines decided by a paired t-test across seeds (claim arm vs reference arm, and each arm vs
+  copy), in the .md, as .tex comments, and printed at the end; the README quotes them verbatim.
+- `samples_attn.png`: conditioning frame + truth, causal and full-attention rollouts of table
+  attn (bench/tables/samples.py), when the runs' saved samples exist; otherwise it is left as is.
 - `optuna` rows (kind="optuna"): one line per study with the best params and value.
 - kind="bench" rows (kv_cache, flops, cost, ...): their scalar metrics per variant, and a
   throughput figure when they have `*_per_s` / `*speedup*` metrics.
@@ -713,10 +722,11 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path, note: str) -> None:
+def _save(fig, path: Path, note: str, tight: bool = True) -> None:
     """PNG with fixed metadata (no software version, no time): reruns are byte-identical."""
     plain = note.replace("±", "+/-").replace("–", "-").encode("ascii", "replace").decode()
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     fig.savefig(path, dpi=DPI, metadata={"Software": None, "Description": plain})
     fig.clf()
     import matplotlib.pyplot as plt
@@ -778,7 +788,9 @@ def plot(t: Table, rows: list[dict], path: Path, note: str, all_commits: bool = 
                           jitter=False)
         ax.set(title=m, xlabel=t.factor, ylabel="")
         ax.tick_params(axis="x", labelrotation=30)
-        _baseline_hline(ax, [v for v in (value(r, m) for r in t.baseline_rows) if v is not None])
+        if SAMPLE_METRICS.match(m.removesuffix("_rel_pct")):  # not for times, FLOPs, speedups
+            _baseline_hline(ax, [v for v in (value(r, m) for r in t.baseline_rows)
+                                 if v is not None])
     fig.suptitle(f"{t.name}: mean ± sd over seeds, commit {', '.join(t.commits)}", fontsize=9)
     _save(fig, path, note)
     return True
@@ -965,7 +977,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_plots and (not args.table or SAMPLES_FIGURE in args.table
                               or samples_mod.TABLE in args.table):
         # only when saved samples exist (not in a fresh clone): a committed picture is kept
-        if samples_mod.write(rows, ROOT, out / f"{SAMPLES_FIGURE}.png", _save):
+        if samples_mod.write(rows, ROOT, out / f"{SAMPLES_FIGURE}.png",
+                             lambda fig, path, note: _save(fig, path, note, tight=False)):
             print(f"wrote {out / SAMPLES_FIGURE}.png")
     readings = [(name, r) for name, (t, _) in tables.items() for r in t.readings]
     if readings:

@@ -134,19 +134,22 @@ def draw(strips, runs: dict, path: Path, save) -> bool:
     for top, (_, _, frames) in zip(tops, strips):
         for j in range(t):
             canvas[top:top + h, j * (w + GAP):j * (w + GAP) + w] = frames[j]
-    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * t, 0.3 + 0.55 * len(strips)))
+    label_in, width, height = 1.5, 0.3 + 0.55 * t, 0.9 + 0.55 * len(strips)
+    fig, ax = plt.subplots(figsize=(label_in + width, height))
     ax.imshow(canvas, interpolation="nearest")
     ax.set_yticks([top + h / 2 for top in tops],
-                  [f"clip {clip}: {title}" for clip, title, _ in strips], fontsize=7)
+                  [f"clip {clip}: {title}" for clip, title, _ in strips], fontsize=6)
     ax.set_xticks([j * (w + GAP) + w / 2 for j in range(t)],
                   ["cond."] + [str(j) for j in range(1, t)], fontsize=7)
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
     commits = sorted({str(r.get("commit"))[:7] for r in runs.values()})
-    ax.set_title(f"{TABLE}: test clips, seed {SEED}, commit {', '.join(commits)} (runs "
-                 + ", ".join(f"{v} {r.get('run_id')}" for v, r in runs.items()) + ")", fontsize=7)
+    ax.set_title(f"{TABLE}: test clips, seed {SEED}, commit {', '.join(commits)}\nruns "
+                 + ", ".join(f"{v} {r.get('run_id')}" for v, r in runs.items()), fontsize=6)
     ax.set_xlabel("generated frame", fontsize=7)
+    fig.subplots_adjust(left=label_in / (label_in + width), right=0.98, top=1 - 0.45 / height,
+                        bottom=0.5 / height)
     save(fig, path, f"{TABLE} samples: conditioning frame, truth, causal and full rollouts")
     return True
 

@@ -21,6 +21,7 @@ CFG_SCHEDULES = ("linear", "constant")
 HEAD_SAMPLERS = ("ddpm", "dpm", "sun")
 HEAD_SOLVERS = ("ode", "sde")
 DATA_SOURCES = ("synthetic", "folder")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 class ConfigError(ValueError):
@@ -42,10 +43,15 @@ class TokenizerConfig:
     vae_path: Optional[str] = None  # local directory holding config.json + weights
     vae_latent_channels: int = 4  # must match the VAE's config.json (checked on load)
     vae_downsample: int = 8  # spatial stride of the VAE (checked on load)
+    # Patch tokens: pixels in [-1, 1] are normalised as (x - patch_shift) * patch_scale, so the
+    # diffusion head sees roughly zero-mean, unit-variance tokens (as MAR scales its VAE latents).
+    patch_shift: float = 0.0
+    patch_scale: float = 1.0
 
     def __post_init__(self) -> None:
         _check(self.kind in TOKENIZERS, f"tokenizer.kind={self.kind!r}: choose one of {TOKENIZERS}")
         _check(self.patch_size >= 1, f"tokenizer.patch_size={self.patch_size} must be >= 1")
+        _check(self.patch_scale > 0, f"tokenizer.patch_scale={self.patch_scale} must be > 0")
 
     @property
     def token_dim(self) -> int:
@@ -261,6 +267,10 @@ class TrainConfig:
     batch_size: int = 8
     lr: float = 1e-3
     warmup_steps: int = 20
+    # After warmup: "constant" (MAR) or "cosine" decay to lr * min_lr_ratio at the end of training
+    # (progress in steps, or in FLOPs under a budget).
+    lr_schedule: str = "constant"
+    min_lr_ratio: float = 0.0
     weight_decay: float = 0.02
     beta1: float = 0.9
     beta2: float = 0.95
@@ -297,6 +307,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1 and self.batch_size >= 1, "train.steps and train.batch_size >= 1")
+        _check(self.lr_schedule in LR_SCHEDULES,
+               f"train.lr_schedule={self.lr_schedule!r}: choose one of {LR_SCHEDULES}")
+        _check(0.0 <= self.min_lr_ratio <= 1.0, "train.min_lr_ratio must be in [0, 1]")
         _check(self.nonfinite in ("stop", "skip"),
                f"train.nonfinite={self.nonfinite!r}: choose 'stop' or 'skip'")
         _check(self.max_nonfinite >= 0, "train.max_nonfinite must be >= 0")

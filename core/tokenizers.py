@@ -105,26 +105,28 @@ class Tokenizer(nn.Module):
 
 
 class PatchTokenizer(Tokenizer):
-    """Pixel patches as tokens: x' = (2x - 1) * LATENT_SCALE, exactly invertible."""
+    """Pixel patches as tokens: x' = ((2x - 1) - shift) * scale, exactly invertible.
 
-    # Pixels mapped to [-1, 1] already have the unit scale the diffusion head's noise schedule
-    # assumes (a DDPM trained on [-1, 1] data), so no further scaling is applied.
+    shift/scale are `tokenizer.patch_shift` / `patch_scale`; (0, 1) keeps pixels in [-1, 1].
+    """
+
     LATENT_SCALE = 1.0
 
     def __init__(self, cfg: TokenizerConfig) -> None:
         super().__init__(cfg)
-        self.clip_range = (-self.LATENT_SCALE, self.LATENT_SCALE)
+        self.shift, self.scale = float(cfg.patch_shift), float(cfg.patch_scale) * self.LATENT_SCALE
+        self.clip_range = ((-1.0 - self.shift) * self.scale, (1.0 - self.shift) * self.scale)
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
-        """Maps video (B,T,C,H,W) in [0,1] -> tokens (B,T,H/p,W/p,p*p*C) in [-1,1]."""
+        """Maps video (B,T,C,H,W) in [0,1] -> tokens (B,T,H/p,W/p,p*p*C) in `clip_range`."""
         self._check_video(video)
-        return _patchify((2.0 * video - 1.0) * self.LATENT_SCALE, self.patch_size)
+        return _patchify((2.0 * video - 1.0 - self.shift) * self.scale, self.patch_size)
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         """Maps tokens (B,T,h,w,p*p*C) -> video (B,T,C,h*p,w*p) clamped to [0,1]."""
         self._check_tokens(tokens)
         video = _unpatchify(tokens, self.patch_size, self.image_channels)
-        return ((video / self.LATENT_SCALE + 1.0) * 0.5).clamp(0.0, 1.0)
+        return ((video / self.scale + self.shift + 1.0) * 0.5).clamp(0.0, 1.0)
 
 
 class VAETokenizer(Tokenizer):

@@ -59,15 +59,22 @@ def dist_info() -> tuple[int, int]:
     return 0, 1
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate of 0-based `step`: linear warmup to cfg.lr over warmup_steps, then constant.
+def lr_at(step: int, cfg: TrainConfig, progress: float | None = None) -> float:
+    """Learning rate of 0-based `step`: linear warmup to cfg.lr over warmup_steps, then constant
+    (MAR) or, with cfg.lr_schedule="cosine", a half cosine from cfg.lr down to cfg.lr * min_lr_ratio
+    at the end of training.
 
-    Warmup step s uses lr * (s + 1) / warmup_steps: MAR ramps from 0 over fractional epochs;
-    starting at lr / warmup_steps avoids a wasted zero-lr first step.
+    `progress` in [0, 1] is how far training is (steps / steps, or FLOPs / budget under a FLOP
+    budget); None means step / cfg.steps. Warmup step s uses lr * (s + 1) / warmup_steps: MAR
+    ramps from 0 over fractional epochs; starting at lr / warmup_steps avoids a wasted zero-lr step.
     """
     if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    return cfg.lr
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    p = step / cfg.steps if progress is None else progress
+    low = cfg.lr * cfg.min_lr_ratio
+    return low + (cfg.lr - low) * 0.5 * (1.0 + math.cos(math.pi * min(max(p, 0.0), 1.0)))
 
 
 def no_weight_decay_names(model: nn.Module) -> set[str]:
@@ -236,7 +243,7 @@ def _skip_nonfinite(err: "NonFiniteLossError", skipped: list, cfg: TrainConfig, 
 
 
 def _step(net, raw, optimizer, batch, cfg: TrainConfig, seed: int, step: int, device,
-          rank: int, world: int, stage: Stage) -> tuple[float, float, float]:
+          rank: int, world: int, stage: Stage, progress: float) -> tuple[float, float, float]:
     """One optimisation step on this rank's slice -> (global mean loss, grad norm, global FLOPs)."""
     from core.flops import train_step_flops
 
@@ -266,7 +273,7 @@ def _step(net, raw, optimizer, batch, cfg: TrainConfig, seed: int, step: int, de
         raise NonFiniteLossError(f"non-finite training loss {global_loss} at step {step} "
                                  f"(the last checkpoint, if any, is kept)")
     for group in optimizer.param_groups:
-        group["lr"] = lr_at(step, cfg)
+        group["lr"] = lr_at(step, cfg, progress)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()  # DDP averages over ranks = the 1-process gradient of the global batch
     params = [p for p in raw.parameters() if p.requires_grad]
@@ -387,12 +394,13 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, *, seed: int, out_dir: st
                     budget = reference_budget(raw, cfg, t, h, w)
             if budget_spent():
                 break
-            stage = curriculum.stage_at(progress_at(step))
+            progress = progress_at(step)
+            stage = curriculum.stage_at(progress)
             if not stages or stages[-1][1:] != [stage.frames, stage.height, stage.width]:
                 stages.append([step, stage.frames, stage.height, stage.width])
             try:
                 loss, grad_norm, step_flops = _step(net, raw, optimizer, batch, cfg, seed, step,
-                                                    device, rank, world, stage)
+                                                    device, rank, world, stage, progress)
             except NonFiniteLossError as err:  # raises unless train.nonfinite=skip allows it
                 _skip_nonfinite(err, nonfinite_steps, cfg, step, optimizer, ckpt_path)
                 loss = grad_norm = math.nan  # the step is kept in the record, as NaN

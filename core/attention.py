@@ -23,11 +23,11 @@ NORM_EPS = 1e-6
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, width: int, num_heads: int, qk_norm: bool = True):
+    def __init__(self, width: int, num_heads: int, qk_norm: bool = True, qkv_bias: bool = False):
         super().__init__()
         self.num_heads = num_heads
         head_dim = width // num_heads
-        self.qkv = nn.Linear(width, 3 * width, bias=False)
+        self.qkv = nn.Linear(width, 3 * width, bias=qkv_bias)
         self.q_norm = nn.RMSNorm(head_dim, eps=NORM_EPS) if qk_norm else nn.Identity()
         self.k_norm = nn.RMSNorm(head_dim, eps=NORM_EPS) if qk_norm else nn.Identity()
         self.proj = nn.Linear(width, width, bias=False)
@@ -103,10 +103,10 @@ class Block(nn.Module):
     """One decoder block; cross-attention exists only when the model has text conditioning."""
 
     def __init__(self, width: int, num_heads: int, mlp_ratio: float, qk_norm: bool,
-                 cross_attention: bool):
+                 cross_attention: bool, qkv_bias: bool = False):
         super().__init__()
         self.norm1 = nn.LayerNorm(width, eps=NORM_EPS)
-        self.attn = SelfAttention(width, num_heads, qk_norm)
+        self.attn = SelfAttention(width, num_heads, qk_norm, qkv_bias)
         self.norm2 = nn.LayerNorm(width, eps=NORM_EPS) if cross_attention else None
         self.cross = CrossAttention(width, num_heads, qk_norm) if cross_attention else None
         self.norm3 = nn.LayerNorm(width, eps=NORM_EPS)

@@ -45,8 +45,10 @@ class TokenizerConfig:
     vae_downsample: int = 8  # spatial stride of the VAE (checked on load)
     # Patch tokens: pixels in [-1, 1] are normalised as (x - patch_shift) * patch_scale, so the
     # diffusion head sees roughly zero-mean, unit-variance tokens (as MAR scales its VAE latents).
-    patch_shift: float = 0.0
-    patch_scale: float = 1.0
+    # The defaults fit the built-in sprites data (pixels in [-1, 1]: mean -0.31, std 0.42; pinned
+    # by tests/test_tokenizers.py); for other data measure them, or use 0 and 1.
+    patch_shift: float = -0.313
+    patch_scale: float = 2.4
 
     def __post_init__(self) -> None:
         _check(self.kind in TOKENIZERS, f"tokenizer.kind={self.kind!r}: choose one of {TOKENIZERS}")
@@ -70,7 +72,9 @@ class ModelConfig:
 
     width: int = 96
     depth: int = 3
-    num_heads: int = 4
+    # Two 48-d heads, not four 24-d ones: with 3D RoPE a 24-d head keeps 3 rotary frequencies per
+    # spatial axis, too few to tell "the same place" from "6 tokens away" on an 8x8 grid.
+    num_heads: int = 2
     mlp_ratio: float = 4.0
     attn: str = "causal"  # "causal": block-causal over frames (VideoMAR); "full": joint "total mask"
     # Temporal attention window (not in the paper; attn="causal" only): W > 0 lets a frame attend
@@ -78,10 +82,19 @@ class ModelConfig:
     # in training and sampling; the KV cache then holds num_cond_frames + W frames, so a generated
     # frame's cost stops growing with its index. 0 = unlimited (VideoMAR).
     temporal_window: int = 0
-    qk_norm: bool = True  # per-head RMSNorm on Q and K (Step-Video block)
-    rope_base: float = 10000.0
+    # Per-head RMSNorm on Q and K (Step-Video block). Off in the small presets: it caps attention
+    # logits at sqrt(head_dim), too flat to copy one position out of hundreds (README recipe).
+    qk_norm: bool = False
+    # Bias on the self-attention Q/K/V projection (Step-Video: none). With RoPE a key bias lets a
+    # query attend by relative position regardless of content, e.g. "the same place one frame ago".
+    qkv_bias: bool = True
+    # RoPE frequency base. 100 for the 8x8-token built-in data: with 10000 and 8 frequencies per
+    # axis the lower ones barely turn across 8 tokens. The base and paper presets use 10000.
+    rope_base: float = 100.0
     # (t, h, w) split of the head dimension for 3D RoPE; each even, summing to head_dim.
-    # Empty = proportional split [head/2, head/4, head/4] ([32, 16, 16] for 64-d heads).
+    # Empty = about equal thirds, each even, time taking the remainder ([16, 16, 16] for the tiny
+    # preset's 48-d heads): the spatial axes need as many frequencies as time on small grids. The
+    # base and paper presets use VideoMAR's proportional [head/2, head/4, head/4].
     rope_split: List[int] = field(default_factory=list)
     # "rope": 3D RoPE on Q/K (VideoMAR). "learned": the ablation baseline, factorised learned
     # absolute (t, h, w) embeddings added to the input, tables of max_frames / max_grid entries;
@@ -137,8 +150,8 @@ class ModelConfig:
         return self.width // self.num_heads
 
     def _default_split(self) -> List[int]:
-        quarter = (self.head_dim // 4) // 2 * 2
-        return [self.head_dim - 2 * quarter, quarter, quarter]
+        third = (self.head_dim // 3) // 2 * 2
+        return [self.head_dim - 2 * third, third, third]
 
     @property
     def rope_axes(self) -> List[int]:
@@ -156,7 +169,9 @@ class SamplerConfig:
     num_iter: int = 8  # masked iterations per latent frame (MAR cosine schedule)
     cfg_scale: float = 1.0  # 1.0 = no guidance (single branch)
     cfg_schedule: str = "linear"  # linear in revealed tokens (MAR), or constant
-    temperature: float = 1.0  # first generated frame (or every frame when constant)
+    # First generated frame (or every frame when constant). 0.6: the small models' per-token
+    # distributions are too wide at 1.0 (README training recipe); MAR samples at about 1.
+    temperature: float = 0.6
     temperature_schedule: str = "constant"
     temperature_end: float = 0.9  # last frame's temperature for "progressive"
     temperatures: List[float] = field(default_factory=list)  # explicit per generated frame ("list")
@@ -460,9 +475,11 @@ def _preset(**kw) -> ModelConfig:
 PRESETS = {
     "tiny": ModelConfig(),
     "small": _preset(width=256, depth=6, num_heads=4, text_dim=128, head_depth=3, head_width=256),
-    "base": _preset(width=768, depth=12, num_heads=12, text_dim=768, text_len=77,
+    "base": _preset(width=768, depth=12, num_heads=12, rope_split=[32, 16, 16], rope_base=10000.0,
+                    qk_norm=True, qkv_bias=False, text_dim=768, text_len=77,
                     head_depth=6, head_width=1024),
-    "paper": _preset(width=1536, depth=36, num_heads=24, rope_split=[32, 16, 16], text_dim=1536,
+    "paper": _preset(width=1536, depth=36, num_heads=24, rope_split=[32, 16, 16],
+                     rope_base=10000.0, qk_norm=True, qkv_bias=False, text_dim=1536,
                      text_len=300, head_depth=3, head_width=1024, num_sampling_steps=100,
                      tokenizer=TokenizerConfig(kind="vae", patch_size=1, vae_latent_channels=16,
                                                vae_downsample=16)),

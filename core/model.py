@@ -90,7 +90,8 @@ class VideoMAR(nn.Module):
         self.text_proj = nn.Linear(cfg.text_dim, width) if has_text else None
         self.null_text = nn.Parameter(torch.zeros(1, cfg.text_len, width)) if has_text else None
         self.blocks = nn.ModuleList(
-            Block(width, cfg.num_heads, cfg.mlp_ratio, cfg.qk_norm, cross_attention=has_text)
+            Block(width, cfg.num_heads, cfg.mlp_ratio, cfg.qk_norm, cross_attention=has_text,
+                  qkv_bias=cfg.qkv_bias)
             for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(width, eps=NORM_EPS)
         self._init_backbone()

@@ -137,6 +137,6 @@ def test_config_errors_are_clear():
     with pytest.raises(ValueError, match="num_heads"):
         ModelConfig(width=30, num_heads=4)
     with pytest.raises(ValueError, match="rope_split"):
-        ModelConfig(rope_split=[8, 8, 6])  # head dim 24
+        ModelConfig(rope_split=[8, 8, 6])  # head dim 48
     with pytest.raises(ValueError, match="attn"):
         ModelConfig(attn="sideways")

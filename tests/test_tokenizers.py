@@ -75,12 +75,28 @@ def test_patch_token_layout_is_row_col_channel():
         for col in range(p):
             for ch in range(c):
                 pixel = video[0, 0, ch, 2 + row, 4 + col] * 2 - 1  # token (1, 2)
-                assert tokens[0, 0, 1, 2, (row * p + col) * c + ch] == pixel
+                expected = (pixel - tok.shift) * tok.scale
+                assert torch.isclose(tokens[0, 0, 1, 2, (row * p + col) * c + ch], expected)
+
+
+def test_patch_normalisation_fits_the_built_in_data():
+    """The default patch_shift/patch_scale give the sprites data zero-mean, unit-variance tokens."""
+    from core.config import DataConfig
+    from core.data import build_dataset
+
+    clips = build_dataset(DataConfig(), "train")
+    video = torch.stack([clips[i]["video"] for i in range(32)])
+    tokens = PatchTokenizer(TokenizerConfig(kind="patch")).encode(video)
+    assert abs(float(tokens.mean())) < 0.1 and abs(float(tokens.std()) - 1.0) < 0.1
+    plain = PatchTokenizer(TokenizerConfig(kind="patch", patch_shift=0.0, patch_scale=1.0))
+    assert plain.clip_range == (-1.0, 1.0)
+    assert torch.equal(plain.encode(video), video.mul(2).sub(1).unflatten(-1, (8, 4))
+                       .unflatten(-3, (8, 4)).permute(0, 1, 3, 5, 4, 6, 2).flatten(-3))
 
 
 def test_patch_decode_clamps_and_bad_shapes_raise():
     tok = PatchTokenizer(TokenizerConfig(kind="patch", patch_size=4))
-    out = tok.decode(torch.full((1, 2, 2, 2, 48), 3.0))
+    out = tok.decode(torch.full((1, 2, 2, 2, 48), tok.clip_range[1] + 1.0))
     assert out.shape == (1, 2, 3, 8, 8) and out.max() == 1.0
     with pytest.raises(ValueError, match="not divisible"):
         tok.encode(_video((1, 2, 3, 10, 8)))

@@ -13,7 +13,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from core.config import ConfigError, DataConfig, RunConfig, TrainConfig, preset
+from core.config import ConfigError, DataConfig, RunConfig, SamplerConfig, TrainConfig, preset
 from core.curriculum import Curriculum, Stage
 from core.data import build_dataset
 from core.flops import train_step_flops
@@ -259,7 +259,7 @@ def test_temperature_arms_separate_drift_from_level():
     assert drifts["progressive"] == (1.0, 0.8) and drifts["increasing"] == (0.8, 1.0)
     assert drifts["list"][0] > drifts["list"][1]
     # the default run's constant schedule keeps SamplerConfig's level
-    assert OmegaConf.to_object(_compose([])).sampler.temperature == 1.0
+    assert OmegaConf.to_object(_compose([])).sampler.temperature == SamplerConfig().temperature
 
 
 def test_sample_ablations_score_at_least_32_clips():

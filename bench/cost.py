@@ -13,13 +13,13 @@ core.flops.train_step_flops, expected over the random target frame and mask rati
 fp32-on-CPU fraction used as a stand-in for the target's bf16 fraction; say so when quoting),
 falling back to 0.40 when there is none.
 
-Sources (../shared/reference/videomar.md): paper shape 49x480x768 -> 7 latent frames of 30x48 =
+Sources (VideoMAR, arXiv 2506.14168, its project page and released code): paper shape 49x480x768 -> 7 latent frames of 30x48 =
 1440 tokens, width 1536, depth 36, 300 text tokens [VM-CODE + arithmetic]; VideoMAR needs 9.3 %
 of the parameters, 0.5 % of the training data and 0.2 % of the GPU resources of Cosmos I2V
 [PAPER-ABS]; Cosmos: 100M clips, 10,000 H100 GPUs for about 3 months [2ND]; absolute VideoMAR
 figures are NOT in the paper's readable part, so the derived ones below are marked inferred.
 The curriculum stages are our assumption (the paper's are unknown). GPU peaks are the vendors'
-dense bf16 tensor-core figures (datasheets, not in the reference folder).
+dense bf16 tensor-core figures (vendor datasheets).
 """
 
 from __future__ import annotations

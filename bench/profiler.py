@@ -8,7 +8,7 @@ Each profiled "step" is one training step (forward, backward, clip, AdamW) or on
 (`sample_latents`, a conditioning frame + --gen-frames frames). The profiler runs a
 wait/warmup/active schedule (torch.profiler.schedule) and writes one Chrome-trace JSON per
 active window through `tensorboard_trace_handler` into OUT/<what>/. The plugin is deprecated
-upstream (../shared/reference/stack.md section 3); the same files open in https://ui.perfetto.dev.
+upstream (github.com/pytorch/kineto, tb_plugin README); the same files open in https://ui.perfetto.dev.
 Regions "backbone" and "head" are marked with record_function, so the table below splits the
 time between the transformer and the diffusion head, and by operator class.
 

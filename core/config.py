@@ -3,8 +3,8 @@
 Hydra only appears at the edge (`ablations/run.py` registers these classes as schemas), so tests,
 notebooks and other programs build the same objects with plain keyword arguments.
 `ModelConfig()` with no arguments is the `tiny` preset. `PRESETS` goes up to the paper's
-1536-wide, 36-deep configuration (VideoMAR arXiv 2506.14168; values from the released code, see
-`../shared/reference/videomar.md` section 3).
+1536-wide, 36-deep configuration (VideoMAR arXiv 2506.14168; values from its released training
+code).
 """
 
 from __future__ import annotations

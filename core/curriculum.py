@@ -1,6 +1,6 @@
 """Training curricula: temporal short-to-long clips and spatial progressive resolution.
 
-VideoMAR (arXiv 2506.14168, section 2.10 of ../shared/reference/videomar.md) trains on short clips
+VideoMAR (arXiv 2506.14168: temporal short-to-long curriculum, spatial progressive resolution) trains on short clips
 first and long ones later, and at low resolution first; the paper does not publish its stage lists.
 Here a stage is (frames, height, width) of the pixel clips fed to the tokenizer, chosen from
 `TrainConfig.frame_stages` / `res_stages` by training *progress* in [0, 1]: steps / train.steps,

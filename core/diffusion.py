@@ -1,7 +1,7 @@
 """Gaussian-diffusion math for the per-token diffusion head (MAR "Diffusion Loss").
 
-Follows the DDPM setup MAR inherits from improved DDPM (see `../shared/reference/videomar.md`
-sections 2.6 and 5.6), written from the equations:
+Follows the DDPM setup MAR (github.com/LTH14/mar, `diffusion/`) inherits from improved DDPM
+(Nichol & Dhariwal, arXiv 2102.09672), written from the equations:
 
 * cosine schedule over T = 1000 steps (betas from `diffusers.DDPMScheduler`, "squaredcos_cap_v2"),
 * epsilon prediction with a learned-range variance: the network emits 2*D channels (eps, v) and

@@ -1,7 +1,7 @@
 """Per-token diffusion head: an adaLN residual MLP plus DDPM loss and sampling.
 
-Follows MAR's `SimpleMLPAdaLN` / `DiffLoss` as described in `../shared/reference/videomar.md`
-sections 2.6, 5.5, 5.6 and 5.8 (written from that description, not copied). Each token is
+Follows MAR's `SimpleMLPAdaLN` / `DiffLoss` (Li et al., arXiv 2406.11838; github.com/LTH14/mar
+`models/diffloss.py`; written from the paper and a reading of the code, not copied). Each token is
 independent: the head sees one noisy token x_t (D), its timestep and the backbone's output z (C)
 for that token, and predicts eps plus a variance interpolation (2*D channels). The Gaussian
 diffusion math lives in `core/diffusion.py`.

@@ -3,7 +3,7 @@
 Convention (that of `torch.utils.flop_counter`): only matrix products count, 2*m*k*n each;
 elementwise ops, norms, softmax and RoPE count zero. Attention is counted **dense**, as SDPA's
 fused kernels compute it: QK^T and PV are 4*B*H*Lq*Lk*d forward whatever the mask (a
-block-causal boolean mask saves nothing on CPU, see ../shared/reference/stack.md section 4), and
+block-causal boolean mask saves nothing on CPU; measured in tests/test_flops.py), and
 the backward pass of the fused kernel recomputes the scores, 2.5x its forward. A linear layer's
 backward is 2x its forward (input and weight gradients), 1x when its input needs no gradient
 (the token embedding, the head's input projection and its timestep MLP's first layer).

@@ -1,6 +1,6 @@
 """VideoMAR: a decoder-only transformer over frame-major continuous tokens + a per-token diffusion head.
 
-Follows VideoMAR (arXiv 2506.14168) as described in `../shared/reference/videomar.md` section 2:
+Follows VideoMAR (Yu et al., arXiv 2506.14168, sec. 3) and its public training code:
 - tokens (B, T, h, w, D) are linearly embedded; masked positions take one learned mask token;
   no absolute position embeddings (3D RoPE only), no buffer tokens;
 - block-causal self-attention (a token sees its whole frame and all earlier frames) or, for the

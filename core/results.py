@@ -3,7 +3,7 @@
 Every training, evaluation and bench job appends exactly one row to `RunConfig.results`
 (default `paper_tables/runs.jsonl`); `bench/make_tables.py` and the notebooks only read it.
 Pattern: lm-evaluation-harness result records + nanochat's `run_exists` idempotence
-(see ../shared/reference/aesthetics.md 4.3 and 4.5). This file uses the standard library only
+(github.com/EleutherAI/lm-evaluation-harness, github.com/karpathy/nanochat). This file uses the standard library only
 (hardware_info imports torch lazily), so it can also be loaded on its own, without core/__init__.
 
 Row schema (keys sorted on write; `?` = optional):

@@ -1,7 +1,7 @@
 """Training loop: AdamW, linear warmup then constant lr, EMA, grad clipping, atomic checkpoints, DDP.
 
 Follows the MAR / VideoMAR engine (github.com/LTH14/mar `engine_mar.py`, `util/lr_sched.py`,
-`util/misc.py:add_weight_decay`; notes in ../shared/reference/videomar.md 2.11 and 5.9) with one
+`util/misc.py:add_weight_decay`; VideoMAR's released engine follows it) with one
 change of substance: nothing reads the global RNG. Every random choice of a step (which clips, and
 the model's draws: target frame, mask ratio, orders, condition dropout, diffusion t and noise) is a
 pure function of (seed, step), so a resumed run continues bit-exactly and a W-process DDP step

@@ -4,9 +4,11 @@ A scaled-down default model (the tiny preset's recipe: normalised patch tokens, 
 split, attention settings, optimiser schedule; only the widths and the step count are smaller)
 trains a few dozen steps on 16x16 clips. Training is a pure function of the seed, so its held-out
 loss is reproducible; the test pins an upper bound a little above the measured value. A change
-that slows learning (positions lost from attention, a broken schedule or normalisation, a wrong
-target) lands above the bound; a change that deliberately alters the recipe re-measures it with
-`python tests/test_learning.py` and updates PINNED_VAL_LOSS.
+that slows early learning (a broken optimiser schedule, token normalisation, head or loss target)
+lands above the bound; a change that deliberately alters the recipe re-measures it with
+`python tests/test_learning.py` and updates PINNED_VAL_LOSS. At 60 steps the loss is dominated by
+the head learning the token distribution and barely depends on attention positions: that is
+tests/test_positions.py's job.
 """
 
 from __future__ import annotations

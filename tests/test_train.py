@@ -169,6 +169,18 @@ def test_lr_warmup_then_constant():
     assert lr_at(0, train_cfg(lr=2e-3, warmup_steps=0)) == 2e-3
 
 
+def test_cosine_lr_decays_from_lr_to_the_floor_with_progress():
+    cfg = train_cfg(lr=2e-3, warmup_steps=2, steps=10, lr_schedule="cosine", min_lr_ratio=0.1)
+    lrs = [lr_at(s, cfg) for s in range(2, 11)]
+    assert lr_at(0, cfg) == pytest.approx(1e-3)  # warmup is unchanged
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert lr_at(10, cfg) == pytest.approx(2e-4)  # the floor at the end of training
+    assert lr_at(5, cfg) == pytest.approx(1.1e-3)  # halfway: the mean of lr and the floor
+    assert lr_at(3, cfg, progress=0.5) == pytest.approx(1.1e-3)  # FLOP-budget progress wins
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train_cfg(lr_schedule="linear")
+
+
 def test_ema_math_and_swap():
     model = nn.Linear(2, 1)
     with torch.no_grad():

@@ -1,7 +1,7 @@
 """VBench-I2V aggregation: the nine dimension scores -> Quality Score, I2V Score and Total Score.
 
-Follows VBench's `scripts/constant.py` + `scripts/cal_i2v_final_score.py` (github.com/Vchitect/VBench;
-see ../shared/reference/vbench.md section 2.5): every dimension is min-max normalised with fixed
+Follows VBench's `scripts/constant.py` + `scripts/cal_i2v_final_score.py`
+(github.com/Vchitect/VBench): every dimension is min-max normalised with fixed
 empirical bounds, multiplied by its weight, and summed per group; Quality = sum / 5.5 over the six
 quality dimensions, I2V = sum / 2.1 over the three video-condition dimensions, Total = their mean.
 

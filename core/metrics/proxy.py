@@ -2,7 +2,7 @@
 
 VBench scores with RAFT, AMT-S, DINO, CLIP and CoTracker (github.com/Vchitect/VBench); none of
 their weights can be fetched offline. These proxies follow VBench's protocols with OpenCV in place
-of the networks (../shared/reference/vbench.md section 4.2):
+of the networks (VBench, github.com/Vchitect/VBench, `vbench/` and `vbench2_beta_i2v/`):
 
 - proxy_dynamic_degree (dynamic_degree): VBench's rule (~8 fps sampling, top-5 % flow
   magnitude, threshold, pair count) with Farneback flow instead of RAFT; 0 or 1 per video.

@@ -2,7 +2,7 @@
 
 VBench (github.com/Vchitect/VBench) is an optional, CUDA-only dependency: its PyPI torchvision is
 a CUDA build and the 0.1.5 wheel lacks I2V pieces, so use the pinned GitHub commit below on
-PYTHONPATH (../shared/reference/vbench.md sections 1 and 3). Nothing here imports vbench until
+PYTHONPATH (github.com/Vchitect/VBench, `vbench2_beta_i2v/`). Nothing here imports vbench until
 `evaluate_i2v` runs, and that first runs `preflight`, which lists every missing or empty weight
 file with the path VBench reads it from and the URL to stage it from, before any model loads
 (VBench itself downloads at run time, fails one dimension at a time, and leaves 0-byte files).

@@ -9,5 +9,5 @@
     evaluate.py    held-out evaluation suites, the compared samplers, metrics
     config.py      SunConfig: the full (`make sun`) and quick sizes
 
-The entry point is bench/sun.py. Background: ../shared/reference/speedupnet.md.
+The entry point is bench/sun.py. Background: SpeedUpNet, Chai et al., arXiv 2312.08887.
 """

@@ -1,7 +1,7 @@
 """The SpeedUpNet adapter as diffusers attention processors for any UNet2DConditionModel.
 
-Follows the released SUN inference code as described in ../shared/reference/speedupnet.md
-sec. 2 (own implementation, nothing copied). The UNet is called once per step with a joint
+Follows SUN (arXiv 2312.08887, sec. 3) and its released inference code (own implementation,
+nothing copied). The UNet is called once per step with a joint
 context [positive | negative] along the token axis (B, 2L, D). Every cross-attention layer
 (`attn2`) gets a SUNAttnProcessor; self-attention (`attn1`) keeps its processor. Per layer, from
 the frozen query Q:

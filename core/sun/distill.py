@@ -1,7 +1,7 @@
 """SUN training, reconstructed: CFG distillation + multi-step consistency (MSC) into the adapter.
 
-Only SUN's inference code is public; this is the reconstruction of
-../shared/reference/speedupnet.md sec. 3.1 [I], at the testbed's scale:
+Only SUN's inference code is public; this is our reconstruction of its training (arXiv
+2312.08887, sec. 3: CFG distillation and the multi-step consistency loss), at the testbed's scale:
 
 1. Teacher trajectories (cached once per seed). For random (positive, negative) prompt pairs
    over the *training* combinations (negatives: empty with p_empty_neg, else 1-2 attribute

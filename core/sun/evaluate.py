@@ -1,6 +1,6 @@
 """SUN testbed evaluation: held-out prompt suites, the methods compared, and their metrics.
 
-Mirrors the plan of ../shared/reference/speedupnet.md sec. 7.3-7.4. Two suites per seed, both
+Mirrors SUN's evaluation (arXiv 2312.08887, sec. 4) at testbed scale. Two suites per seed, both
 built only from held-out combinations (never seen by the adapter):
 - prompt suite: full positive captions; negatives empty for half, a non-contradicting attribute
   for the other half. Gives same-noise fidelity to the reference (the domain's teacher, 25-step

@@ -2,7 +2,7 @@
 
 MAR-family samplers spend most of their time in the per-token head: ~100 respaced DDPM steps,
 each on [z_cond; z_uncond] for classifier-free guidance (2 x 100 MLP passes per token). SUN
-(arXiv 2312.08887, ../shared/reference/speedupnet.md sec. 2-3) folds CFG into a trainable branch
+(arXiv 2312.08887, sec. 3) folds CFG into a trainable branch
 that reads the negative condition next to the frozen model's positive one, and trains it with
 CFG distillation plus a multi-step consistency (MSC) loss so that 4 DPM-Solver++ steps suffice.
 This file carries the idea to the head; the construction is ours [I], since SUN's adapter is

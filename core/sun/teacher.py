@@ -1,7 +1,7 @@
 """The tiny text-to-image teacher: a diffusers UNet2DConditionModel trained from scratch on the
 synthetic testbed, its DPM-Solver++ sampler (with and without CFG), and the style fine-tune.
 
-Follows ../shared/reference/speedupnet.md sec. 6 and 7.2. Deliberate deviations from SD1.5,
+A small stand-in for SD 1.5 as SUN uses it (arXiv 2312.08887, sec. 4). Deliberate deviations from SD1.5,
 because this model works in pixel space at 16x16: a *linear* beta schedule (1e-4 -> 0.02, DDPM's
 pixel-space default) instead of SD's scaled-linear latent schedule, whose terminal SNR leaves
 visible signal at t = 999 in pixel space; DPM-Solver++'s dynamic thresholding of x0 predictions

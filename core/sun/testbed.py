@@ -5,8 +5,8 @@ caption is the 4 attribute values, any of which may be absent. Captions are labe
 (B, 4) of value indices with `ABSENT` (-1) for a missing attribute; a negative prompt is a
 caption too (all absent = the empty negative). The text encoder turns captions into a
 (B, 5, dim) context ([BOS] + one token per slot), the stand-in for CLIP's 77 x 768 tokens.
-Design after ../shared/reference/speedupnet.md sec. 7.1; the "stripes" style is the
-fine-tuned-model stand-in of sec. 7.2 (same vocabulary, shifted look).
+Our design, a CPU-sized stand-in for SUN's SD 1.5 setting (arXiv 2312.08887); the "stripes" style
+stands in for the community fine-tunes SUN plugs into (same vocabulary, shifted look).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 ATTN_MODES = ("causal", "full")
+TARGET_FRAMES = ("one", "all")
 POS_EMBS = ("rope", "learned")
 TOKENIZERS = ("patch", "vae")
 TEMPERATURE_SCHEDULES = ("constant", "progressive", "list")
@@ -82,6 +83,12 @@ class ModelConfig:
     # in training and sampling; the KV cache then holds num_cond_frames + W frames, so a generated
     # frame's cost stops growing with its index. 0 = unlimited (VideoMAR).
     temporal_window: int = 0
+    # Which frames carry the next-frame diffusion loss in a causal training step. "one": VideoMAR's
+    # single target frame f ~ U{1..T-1}, clip truncated after it. "all" (not in the paper): every
+    # generated frame at once, as a second stream of masked frames each attending to the clean
+    # frames before it and to itself (MAGI's complete teacher forcing, arXiv 2501.12389): the same
+    # per-frame loss, T-1 frames of signal per clip instead of one (README training recipe).
+    target_frames: str = "one"
     # Per-head RMSNorm on Q and K (Step-Video block). Off in the small presets: it caps attention
     # logits at sqrt(head_dim), too flat to copy one position out of hundreds (README recipe).
     qk_norm: bool = False
@@ -124,6 +131,8 @@ class ModelConfig:
             self.tokenizer = TokenizerConfig(**self.tokenizer)
         self.rope_split = list(self.rope_split)
         _check(self.attn in ATTN_MODES, f"model.attn={self.attn!r}: choose one of {ATTN_MODES}")
+        _check(self.target_frames in TARGET_FRAMES,
+               f"model.target_frames={self.target_frames!r}: choose one of {TARGET_FRAMES}")
         _check(self.pos_emb in POS_EMBS, f"model.pos_emb={self.pos_emb!r}: choose one of {POS_EMBS}")
         _check(self.max_frames >= 1 and self.max_grid >= 1, "model.max_frames/max_grid must be >= 1")
         _check(self.width % self.num_heads == 0,

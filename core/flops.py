@@ -190,7 +190,8 @@ def train_step_breakdown(model_cfg: ModelConfig, batch: int, num_frames: int,
         raise ValueError(f"grid={grid} must be (tokens per column, tokens per row), both >= 1")
     per_frame = grid[0] * grid[1]
     lt = _text_len(cfg, text_len)
-    if cfg.attn == "causal":
+    all_frames = cfg.attn == "causal" and cfg.target_frames == "all"
+    if cfg.attn == "causal" and not all_frames:
         if target_frame is not None and not 1 <= target_frame < num_frames:
             raise ValueError(f"target_frame={target_frame} must be in [1, {num_frames - 1}]")
         targets = [target_frame] if target_frame is not None else list(range(1, num_frames))
@@ -207,6 +208,8 @@ def train_step_breakdown(model_cfg: ModelConfig, batch: int, num_frames: int,
     for f in targets:
         part = _Ledger()
         tokens = (f + 1) * per_frame
+        if all_frames:  # clean frames 0..T-2 and masked frames c..T-1 in one sequence
+            tokens = (2 * num_frames - 1 - cfg.num_cond_frames) * per_frame
         _backbone_pass(part["backbone"], cfg, batch, tokens, tokens, lt)
         for name, tally in part.parts.items():
             ledger[name].forward += weight * tally.forward

@@ -3,6 +3,7 @@
 - `block_causal_mask`: VideoMAR's frame-wise causal mask, allowed(q, k) = frame(k) <= frame(q);
   with `window=W > 0` the banded variant with an anchor (`frame_visibility`): a frame sees the
   `anchor_frames` conditioning frames and the W frames before it, plus itself.
+- `teacher_forcing_mask`: the same rule for a two-stream sequence that trains every frame at once.
 - `random_orders` / `mask_by_order`: MAR's random generation order; the first `m` positions of
   the order are the masked ones.
 - `sample_mask_ratio`: MAR's training mask ratio r ~ TruncNormal(1.0, 0.25) on [0.7, 1.0], drawn
@@ -52,6 +53,27 @@ def block_causal_mask(num_frames: int, tokens_per_frame: int, device=None, *, wi
     """
     frame = torch.arange(num_frames, device=device).repeat_interleave(tokens_per_frame)
     return frame_visibility(frame, frame, window=window, anchor_frames=anchor_frames)
+
+
+def teacher_forcing_mask(num_frames: int, tokens_per_frame: int, num_cond_frames: int,
+                         device=None, *, window: int = 0) -> torch.Tensor:
+    """Boolean (L, L) mask of the two-stream sequence [clean frames 0..T-2 | masked frames c..T-1].
+
+    Clean frames attend block-causally among themselves (window and anchor as in
+    `frame_visibility`); the masked copy of frame f attends to the clean frames before f that
+    `frame_visibility` allows and to itself, never to another masked frame; no clean frame
+    attends to a masked one. So every masked frame sees exactly what the single-target step with
+    target f shows it, and all of them train in one pass. L = (2T - 1 - c) * tokens_per_frame.
+    """
+    if not 1 <= num_cond_frames < num_frames:
+        raise ValueError(f"num_cond_frames={num_cond_frames} must be in [1, {num_frames - 1}] for "
+                         f"a {num_frames}-frame clip")
+    frames = torch.cat([torch.arange(num_frames - 1), torch.arange(num_cond_frames, num_frames)])
+    masked = torch.arange(frames.numel()) >= num_frames - 1
+    visible = frame_visibility(frames, frames, window=window, anchor_frames=num_cond_frames)
+    own = masked[:, None] & (frames[:, None] == frames[None, :])  # a masked frame and its clean twin
+    allowed = torch.where(masked[None, :], own, visible & ~own)
+    return expand_frame_mask(allowed, tokens_per_frame).to(device)
 
 
 def random_orders(batch_size: int, num_tokens: int, generator: torch.Generator) -> torch.Tensor:

@@ -13,6 +13,9 @@ Follows VideoMAR (Yu et al., arXiv 2506.14168, sec. 3) and its public training c
   of the released code), ceil(S*r) tokens of frame f masked by a random in-frame order,
   r ~ TruncNormal(1, 0.25) on [0.7, 1]; the loss is the MAR diffusion loss on the masked tokens
   of frame f with `diffusion_batch_mul` (t, eps) draws per token.
+- `target_frames="all"` (causal, not in the paper): the same loss on every generated frame at
+  once, masked jointly as for full attention, each masked frame attending to the clean frames
+  before it through a second stream (`teacher_forced`, MAGI's complete teacher forcing).
 - `attn="full"`: every frame after the conditioning frames is masked jointly (one random order
   over all of their tokens), the loss covers every masked token.
 
@@ -34,7 +37,7 @@ from core.config import ModelConfig
 from core.diffusion_head import DiffusionHead
 from core.kv_cache import KVCache
 from core.masks import (block_causal_mask, expand_frame_mask, frame_visibility, mask_by_order,
-                        num_masked_tokens, random_orders, sample_mask_ratio)
+                        num_masked_tokens, random_orders, sample_mask_ratio, teacher_forcing_mask)
 from core.rope import grid_positions, rope_tables
 from core.text import TextEncoder
 from core.tokenizers import Tokenizer, build_tokenizer
@@ -44,7 +47,8 @@ from core.tokenizers import Tokenizer, build_tokenizer
 class TrainDraws:
     """Every random quantity of one training step for a batch (see module docstring)."""
 
-    target_frame: int  # causal: the frame carrying the loss; full: -1 (all generated frames)
+    target_frame: int  # the frame carrying the loss; -1: all generated frames (full attention,
+    # or causal with model.target_frames="all")
     num_masked: int  # masked tokens per sample (shared by the batch, as in MAR)
     orders: torch.Tensor  # (B, N) random order over the maskable tokens
     cond_drop: torch.Tensor  # (B,) bool, replace the caption by the null embedding
@@ -191,6 +195,44 @@ class VideoMAR(nn.Module):
             return None
         return expand_frame_mask(visible.to(device), per_frame)
 
+    def _embed(self, tokens: torch.Tensor, mask: Optional[torch.Tensor],
+               frame_offset: int) -> torch.Tensor:
+        """Tokens (B, F, h, w, D) -> frame-major input sequence (B, F*h*w, W), mask tokens placed."""
+        batch, num_frames, height, width_tokens, _ = tokens.shape
+        x = self.token_embed(tokens.reshape(batch, num_frames, height * width_tokens, -1))
+        if mask is not None:
+            x = torch.where(mask[..., None], self.mask_token.to(x.dtype), x)
+        x = x.reshape(batch, num_frames * height * width_tokens, -1)
+        if self.cfg.pos_emb == "learned":  # added after masking: mask tokens need positions too
+            x = x + self._learned_positions(frame_offset, num_frames, height, width_tokens).to(x.dtype)
+        return x
+
+    def teacher_forced(self, tokens: torch.Tensor, mask: torch.Tensor, context=None,
+                       context_mask=None) -> torch.Tensor:
+        """Features of every generated frame in one pass (model.target_frames="all").
+
+        tokens (B, T, h, w, D) clean; mask (B, T-c, h*w) marks the masked tokens of frames c..T-1.
+        The sequence is [clean frames 0..T-2 | masked frames c..T-1] under `teacher_forcing_mask`,
+        each stream at its frames' true RoPE positions, so masked frame f gets the features the
+        single-target step with target f would give it. Returns (B, T-c, h*w, W).
+        """
+        batch, num_frames, height, width_tokens, _ = tokens.shape
+        per_frame, first = height * width_tokens, self.cfg.num_cond_frames
+        if context is None and self.text_encoder is not None:
+            context, context_mask = self.encode_context(None, batch)
+        x = torch.cat([self._embed(tokens[:, :-1], None, 0),
+                       self._embed(tokens[:, first:], mask, first)], dim=1)
+        cos, sin = self._rope(0, num_frames - 1, height, width_tokens, x.device)
+        if cos is not None:
+            cos2, sin2 = self._rope(first, num_frames - first, height, width_tokens, x.device)
+            cos, sin = torch.cat([cos, cos2]), torch.cat([sin, sin2])
+        attn_mask = teacher_forcing_mask(num_frames, per_frame, first, x.device,
+                                         window=self.cfg.temporal_window)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cos, sin, attn_mask, context, context_mask, None, layer)
+        x = x[:, (num_frames - 1) * per_frame:]  # the masked stream
+        return self.norm(x).reshape(batch, num_frames - first, per_frame, -1)
+
     def backbone(self, tokens: torch.Tensor, mask: Optional[torch.Tensor], frame_offset: int,
                  context=None, context_mask=None, cache: Optional[KVCache] = None,
                  commit: bool = False, causal: Optional[bool] = None) -> torch.Tensor:
@@ -205,12 +247,7 @@ class VideoMAR(nn.Module):
         causal = self.cfg.attn == "causal" if causal is None else causal
         if context is None and self.text_encoder is not None:  # no caption: the null embedding
             context, context_mask = self.encode_context(None, batch)
-        x = self.token_embed(tokens.reshape(batch, num_frames, per_frame, -1))
-        if mask is not None:
-            x = torch.where(mask[..., None], self.mask_token.to(x.dtype), x)
-        x = x.reshape(batch, num_frames * per_frame, -1)  # frame-major sequence
-        if self.cfg.pos_emb == "learned":  # added after masking: mask tokens need positions too
-            x = x + self._learned_positions(frame_offset, num_frames, height, width_tokens).to(x.dtype)
+        x = self._embed(tokens, mask, frame_offset)
         cos, sin = self._rope(frame_offset, num_frames, height, width_tokens, x.device)
         if cache is not None and cache.length != frame_offset * per_frame:
             raise RuntimeError(f"KV cache has committed {cache.length} tokens but frame_offset="
@@ -232,7 +269,7 @@ class VideoMAR(nn.Module):
         per_frame = grid[0] * grid[1]
         if num_frames < 2:
             raise ValueError("the next-frame diffusion loss needs clips of at least 2 frames")
-        if cfg.attn == "causal":
+        if cfg.attn == "causal" and cfg.target_frames == "one":
             target = int(torch.randint(1, num_frames, (), generator=generator, device=device))
             maskable = per_frame
         else:
@@ -255,8 +292,9 @@ class VideoMAR(nn.Module):
         batch, num_frames, height, width_tokens, dim = tokens.shape
         per_frame = height * width_tokens
         draws = draws.to(tokens.device)
-        # 1. Which tokens are masked: frame f only (causal) or every generated frame (full).
-        if self.cfg.attn == "causal":
+        # 1. Which tokens are masked: frame f only (causal) or every generated frame (full, or
+        # causal with target_frames="all").
+        if draws.target_frame >= 0:
             tokens = tokens[:, : draws.target_frame + 1]  # frames after f cannot matter
             first = draws.target_frame
         else:
@@ -268,7 +306,13 @@ class VideoMAR(nn.Module):
         # 2. Conditioning with dropout to the learned null embedding.
         context, context_mask = self.encode_context(captions, batch, draws.cond_drop)
         # 3. Backbone over the (truncated) clip.
-        features = self.backbone(tokens, mask, 0, context, context_mask)  # (B, F, S, W)
+        if self.cfg.attn == "causal" and draws.target_frame < 0:  # every frame, teacher-forced
+            mask = mask[:, first:]
+            features = self.teacher_forced(tokens, mask, context, context_mask)
+            tokens = tokens[:, first:]
+            num_frames -= first
+        else:
+            features = self.backbone(tokens, mask, 0, context, context_mask)  # (B, F, S, W)
         # 4. Gather the masked tokens (same count per sample) and their conditions.
         z = features[mask].view(batch, 1, draws.num_masked, -1)
         target = tokens.reshape(batch, num_frames, per_frame, dim)[mask]

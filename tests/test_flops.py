@@ -24,17 +24,17 @@ def _train_step(model, tokens, captions, draws):
     return step
 
 
-@pytest.mark.parametrize("attn", ["causal", "full"])
+@pytest.mark.parametrize("attn,targets", [("causal", "one"), ("causal", "all"), ("full", "one")])
 @pytest.mark.parametrize("frames,grid,batch", [(4, (8, 8), 2), (3, (4, 6), 1), (6, (2, 2), 3)])
-def test_train_step_analytic_matches_flop_counter(attn, frames, grid, batch):
-    cfg = ModelConfig(attn=attn)  # the tiny preset
+def test_train_step_analytic_matches_flop_counter(attn, targets, frames, grid, batch):
+    cfg = ModelConfig(attn=attn, target_frames=targets)  # the tiny preset
     model = VideoMAR(cfg)
     tokens = torch.randn(batch, frames, *grid, cfg.token_dim,
                          generator=torch.Generator().manual_seed(0))
     draws = model.sample_train_draws(batch, frames, grid, torch.Generator().manual_seed(1))
     measured = measured_flops(_train_step(model, tokens, ["a red ball"] * batch, draws))
     pinned = {"num_masked": draws.num_masked}
-    if attn == "causal":
+    if draws.target_frame >= 0:
         pinned["target_frame"] = draws.target_frame
     analytic = train_step_flops(cfg, batch, frames, grid, **pinned)
     assert measured > 0

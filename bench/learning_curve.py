@@ -8,7 +8,9 @@ resuming its own checkpoint in runs/learning_curve/NAME/, and scores the EMA wei
 32 test clips at every milestone and temperature, beside the copy baseline scored by the same
 code. Resumable and idempotent: milestones already in NAME.jsonl are skipped, an interrupted
 run continues from its last checkpoint. Writes <out>/learning_curve_NAME.jsonl (one line per
-milestone and temperature) and <out>/learning_curve_NAME.png. One thread.
+milestone and temperature), <out>/learning_curve_NAME.png and, once, the samples of the last
+milestone at the first temperature, <out>/learning_curve_NAME_samples.png (per test clip: the
+generated frames over the true ones, frames as columns). One thread.
 """
 
 from __future__ import annotations
@@ -52,6 +54,20 @@ def plot(rows: list[dict], baseline: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def save_samples(generated: torch.Tensor, test, path: Path, scale: int = 3) -> None:
+    """Generated (B, T, 3, H, W) in [0, 1] over each clip's truth, frames as columns -> PNG."""
+    from PIL import Image
+
+    rows = []
+    for i, video in enumerate(generated):
+        truth = test[i]["video"][: video.shape[0]].float()
+        for clip in (video.clamp(0, 1), truth):
+            rows.append(torch.cat(list(clip), dim=2))  # (3, H, T*W)
+    image = (torch.cat(rows, dim=1).permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+    Image.fromarray(image).resize((image.shape[1] * scale, image.shape[0] * scale),
+                                  Image.NEAREST).save(path)
+
+
 def main(argv: list[str]) -> list[dict]:
     torch.set_num_threads(1)
     name, o = argv[0], parse(argv[1:])
@@ -93,6 +109,14 @@ def main(argv: list[str]) -> list[dict]:
                     f.write(json.dumps(row) + "\n")
                 print(json.dumps(row), flush=True)
     plot(rows, baseline, out / f"learning_curve_{name}.png")
+    samples = out / f"learning_curve_{name}_samples.png"
+    if not samples.exists():  # resume the last milestone (no training left) and sample 6 clips
+        train(model, data, dataclasses.replace(base_cfg, steps=milestones[-1]), seed=seed,
+              out_dir=run_dir, device="cpu", ema=ema, progress=False)
+        with ema.swapped(model):
+            sampler = SamplerConfig(**{**o["sampler"], "temperature": temps[0]})
+            scores = score_samples(model, test, num_clips=6, sampler=sampler, seed=seed)
+        save_samples(scores["videos"], test, samples)
     return rows
 
 

@@ -154,10 +154,10 @@ def test_readings_pair_by_seed_and_skip_missing_arms_and_tables_without_claim():
     assert "paired over 2 seeds" in _reading(t, "mse_mean")
     only_causal = mt.summarize("attn", [r for r in rows if r["variant"] != "full"])
     assert "not computed — no ok rows of full" in only_causal.readings[-1]
-    sampler = mt.summarize("sampler", [dict(r, table="sampler") for r in rows])
-    assert sampler.readings == []
-    assert set(rd.CLAIMS) == {"attn", "curriculum", "resolution", "rope", "temperature", "window",
-                              "sun_head"}
+    unclaimed = mt.summarize("optuna", [dict(r, table="optuna") for r in rows])
+    assert unclaimed.readings == []
+    assert set(rd.CLAIMS) == {"attn", "curriculum", "resolution", "rope", "temperature", "sampler",
+                              "window", "sun_head"}
 
 
 def test_derived_metric_readings_temperature_and_rope():

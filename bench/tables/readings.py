@@ -40,6 +40,9 @@ CLAIMS: dict[str, Claim] = {
     "temperature": Claim("progressive", "constant", ("mse_last4", "mse_drift_per_frame",
                                                      "dist_energy"), True,
                          "a progressive (decreasing) temperature limits drift in long rollouts"),
+    "sampler": Claim("iter8_cfg1", "iter2_cfg1", ("mse_mean", "dist_energy"), True,
+                     "more masked iterations per frame (8 vs 2, no CFG) generate better frames, "
+                     "as in MAR"),
     "window": Claim("w2", "w0", ("mse_mean", "dist_energy"), True,
                     "not a paper claim: a temporal window W = 2 vs unlimited context "
                     "(contradicts = the window costs quality)"),

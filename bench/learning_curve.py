@@ -2,11 +2,12 @@
 
     python bench/learning_curve.py NAME [section.key=value ...] [misc.steps=[250,500,1000]]
                                    [misc.temps=[0.6]] [misc.seed=0] [misc.out=paper_tables]
+                                   [misc.clips=32] [misc.runs=runs/learning_curve]
 
 Trains the tiny model (with `bench/recipe_search.py`'s overrides) up to each milestone in turn,
-resuming its own checkpoint in runs/learning_curve/NAME/, and scores the EMA weights on the first
-32 test clips at every milestone and temperature, beside the copy baseline scored by the same
-code. Resumable and idempotent: milestones already in NAME.jsonl are skipped, an interrupted
+resuming its own checkpoint in runs/learning_curve/NAME/ (misc.runs), and scores the EMA
+weights on the first 32 (misc.clips) test clips at every milestone and temperature, beside the
+copy baseline scored by the same code. Resumable and idempotent: milestones already in NAME.jsonl are skipped, an interrupted
 run continues from its last checkpoint. Writes <out>/learning_curve_NAME.jsonl (one line per
 milestone and temperature), <out>/learning_curve_NAME.png and, once, the samples of the last
 milestone at the first temperature, <out>/learning_curve_NAME_samples.png (per test clip: the
@@ -72,7 +73,7 @@ def main(argv: list[str]) -> list[dict]:
     torch.set_num_threads(1)
     name, o = argv[0], parse(argv[1:])
     misc = o["misc"]
-    seed, temps = misc.get("seed", 0), misc.get("temps", [0.6])
+    seed, temps, clips = misc.get("seed", 0), misc.get("temps", [0.6]), misc.get("clips", 32)
     milestones = sorted(misc.get("steps", [250, 500, 1000, 1500, 2000, 3000]))
     out = Path(misc.get("out", "paper_tables"))
     out.mkdir(parents=True, exist_ok=True)
@@ -85,8 +86,8 @@ def main(argv: list[str]) -> list[dict]:
     ema = EMA(model, base_cfg.ema_decay)
     data = build_dataset(DataConfig(), "train", seed=seed)
     test = build_dataset(DataConfig(), "test", seed=seed)
-    baseline = score_baseline(test, num_clips=32, num_cond=model_cfg.num_cond_frames)
-    run_dir = Path("runs/learning_curve") / name
+    baseline = score_baseline(test, num_clips=clips, num_cond=model_cfg.num_cond_frames)
+    run_dir = Path(misc.get("runs", "runs/learning_curve")) / name
     for step in milestones:
         if all((step, t) in done for t in temps):
             continue
@@ -99,7 +100,7 @@ def main(argv: list[str]) -> list[dict]:
                 if (step, temp) in done:
                     continue
                 sampler = SamplerConfig(**{**o["sampler"], "temperature": temp})
-                scores = score_samples(model, test, num_clips=32, sampler=sampler, seed=seed)
+                scores = score_samples(model, test, num_clips=clips, sampler=sampler, seed=seed)
                 row = {"name": name, "args": argv[1:], "step": step, "temperature": temp,
                        "train_flops": summary["train_flops"], "train_loss": summary["train_loss"],
                        "train_s_this_call": train_s,
@@ -115,7 +116,8 @@ def main(argv: list[str]) -> list[dict]:
               out_dir=run_dir, device="cpu", ema=ema, progress=False)
         with ema.swapped(model):
             sampler = SamplerConfig(**{**o["sampler"], "temperature": temps[0]})
-            scores = score_samples(model, test, num_clips=6, sampler=sampler, seed=seed)
+            scores = score_samples(model, test, num_clips=min(6, clips), sampler=sampler,
+                                   seed=seed)
         save_samples(scores["videos"], test, samples)
     return rows
 

@@ -108,3 +108,19 @@ def test_profiler_writes_a_chrome_trace(tmp_path, capsys):
         assert trace["traceEvents"], "an empty trace"
         assert out[f"{what}_backbone_ms"] > 0 and out[f"{what}_head_ms"] > 0
     only_row(results, "profile")
+
+
+def test_learning_curve_is_resumable_and_idempotent(tmp_path, capsys):
+    from bench.learning_curve import main
+
+    out, runs = tmp_path / "tables", tmp_path / "runs"
+    args = ["t", "train.batch_size=2", "model.depth=1", "misc.steps=[1,2]", "misc.clips=2",
+            f'misc.out="{out}"', f'misc.runs="{runs}"']
+    rows = main(args)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert rows[1]["train_flops"] > rows[0]["train_flops"] > 0  # cumulative over the resume
+    assert (out / "learning_curve_t.png").exists() and (out / "learning_curve_t_samples.png").exists()
+    lines = (out / "learning_curve_t.jsonl").read_text().splitlines()
+    again = main(args + ["misc.steps=[1,2,3]"])  # only the new milestone is trained and scored
+    assert [r["step"] for r in again] == [1, 2, 3]
+    assert (out / "learning_curve_t.jsonl").read_text().splitlines()[:2] == lines

@@ -7,8 +7,10 @@
 Trains the tiny model (with `bench/recipe_search.py`'s overrides) up to each milestone in turn,
 resuming its own checkpoint in runs/learning_curve/NAME/ (misc.runs), and scores the EMA
 weights on the first 32 (misc.clips) test clips at every milestone and temperature, beside the
-copy baseline scored by the same code. Resumable and idempotent: milestones already in NAME.jsonl are skipped, an interrupted
-run continues from its last checkpoint. Writes <out>/learning_curve_NAME.jsonl (one line per
+copy baseline scored by the same code. Resumable and idempotent: milestones already in
+learning_curve_NAME.jsonl are skipped, an interrupted run continues from its last checkpoint;
+rerunning NAME with other model/train/sampler overrides is refused (its checkpoint would not
+continue the same run). Writes <out>/learning_curve_NAME.jsonl (one line per
 milestone and temperature), <out>/learning_curve_NAME.png and, once, the samples of the last
 milestone at the first temperature, <out>/learning_curve_NAME_samples.png (per test clip: the
 generated frames over the true ones, frames as columns). One thread.
@@ -80,6 +82,12 @@ def main(argv: list[str]) -> list[dict]:
     table = out / f"learning_curve_{name}.jsonl"
     rows = [json.loads(line) for line in table.read_text().splitlines()] if table.exists() else []
     done = {(r["step"], r["temperature"]) for r in rows}
+    recipe = sorted(a for a in argv[1:] if not a.startswith("misc."))
+    for r in rows:
+        if sorted(a for a in r["args"] if not a.startswith("misc.")) != recipe:
+            raise SystemExit(f"{table} holds a curve of {name!r} with overrides {r['args']}, not "
+                             f"{argv[1:]}: pick another NAME, or delete {table} and "
+                             f"runs/learning_curve/{name}/ to start over")
     model_cfg = ModelConfig(**o["model"])
     base_cfg = TrainConfig(**{"ckpt_every": 250, "log_every": 50, **o["train"]})
     model = VideoMAR(model_cfg, seed=seed)

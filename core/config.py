@@ -150,9 +150,18 @@ class ModelConfig:
         _check(self.temporal_window == 0 or self.attn == "causal",
                f"model.temporal_window={self.temporal_window} needs model.attn='causal' (full "
                f"attention has no frame order to window); set model.temporal_window=0")
+        _check(self.target_frames == "one" or self.attn == "causal",
+               f"model.target_frames={self.target_frames!r} needs model.attn='causal' (full "
+               f"attention already trains every generated frame); set model.target_frames='one'")
         _check(0.0 <= self.cond_drop_prob < 1.0, "model.cond_drop_prob must be in [0, 1)")
         _check(1 <= self.num_sampling_steps <= self.num_train_timesteps,
                "model.num_sampling_steps must be in [1, num_train_timesteps]")
+
+    @property
+    def trains_all_frames(self) -> bool:
+        """Does a training step carry the loss of every generated frame (full attention, or causal
+        with target_frames="all") rather than of one sampled target frame?"""
+        return self.attn == "full" or self.target_frames == "all"
 
     @property
     def head_dim(self) -> int:

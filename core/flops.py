@@ -190,26 +190,25 @@ def train_step_breakdown(model_cfg: ModelConfig, batch: int, num_frames: int,
         raise ValueError(f"grid={grid} must be (tokens per column, tokens per row), both >= 1")
     per_frame = grid[0] * grid[1]
     lt = _text_len(cfg, text_len)
-    all_frames = cfg.attn == "causal" and cfg.target_frames == "all"
-    if cfg.attn == "causal" and not all_frames:
+    if not cfg.trains_all_frames:
         if target_frame is not None and not 1 <= target_frame < num_frames:
             raise ValueError(f"target_frame={target_frame} must be in [1, {num_frames - 1}]")
         targets = [target_frame] if target_frame is not None else list(range(1, num_frames))
+        lengths = [f + 1 for f in targets]  # the clip truncated after the target frame
         maskable = per_frame
     else:
         if cfg.num_cond_frames >= num_frames:
             raise ValueError(f"num_cond_frames={cfg.num_cond_frames} leaves no frame to generate "
                              f"in a {num_frames}-frame clip")
-        targets = [num_frames - 1]  # the whole clip goes through the backbone
+        # full: the whole clip; causal: clean frames 0..T-2 then masked frames c..T-1
+        lengths = [num_frames if cfg.attn == "full" else 2 * num_frames - 1 - cfg.num_cond_frames]
         maskable = (num_frames - cfg.num_cond_frames) * per_frame
     masked = expected_num_masked(cfg, maskable) if num_masked is None else float(num_masked)
     ledger = _Ledger()
-    weight = 1.0 / len(targets)
-    for f in targets:
+    weight = 1.0 / len(lengths)
+    for frames in lengths:
         part = _Ledger()
-        tokens = (f + 1) * per_frame
-        if all_frames:  # clean frames 0..T-2 and masked frames c..T-1 in one sequence
-            tokens = (2 * num_frames - 1 - cfg.num_cond_frames) * per_frame
+        tokens = frames * per_frame
         _backbone_pass(part["backbone"], cfg, batch, tokens, tokens, lt)
         for name, tally in part.parts.items():
             ledger[name].forward += weight * tally.forward

@@ -269,7 +269,7 @@ class VideoMAR(nn.Module):
         per_frame = grid[0] * grid[1]
         if num_frames < 2:
             raise ValueError("the next-frame diffusion loss needs clips of at least 2 frames")
-        if cfg.attn == "causal" and cfg.target_frames == "one":
+        if not cfg.trains_all_frames:
             target = int(torch.randint(1, num_frames, (), generator=generator, device=device))
             maskable = per_frame
         else:
@@ -306,7 +306,7 @@ class VideoMAR(nn.Module):
         # 2. Conditioning with dropout to the learned null embedding.
         context, context_mask = self.encode_context(captions, batch, draws.cond_drop)
         # 3. Backbone over the (truncated) clip.
-        if self.cfg.attn == "causal" and draws.target_frame < 0:  # every frame, teacher-forced
+        if self.cfg.target_frames == "all":  # every generated frame, teacher-forced
             mask = mask[:, first:]
             features = self.teacher_forced(tokens, mask, context, context_mask)
             tokens = tokens[:, first:]

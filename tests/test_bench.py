@@ -124,3 +124,5 @@ def test_learning_curve_is_resumable_and_idempotent(tmp_path, capsys):
     again = main(args + ["misc.steps=[1,2,3]"])  # only the new milestone is trained and scored
     assert [r["step"] for r in again] == [1, 2, 3]
     assert (out / "learning_curve_t.jsonl").read_text().splitlines()[:2] == lines
+    with pytest.raises(SystemExit, match="another NAME"):  # other recipe, same checkpoint dir
+        main(["t", "train.batch_size=4"] + args[2:])

@@ -74,3 +74,11 @@ def test_loss_covers_every_generated_frame_and_is_deterministic():
 def test_unknown_value_is_a_clear_error():
     with pytest.raises(ConfigError, match="target_frames"):
         ModelConfig(target_frames="some")
+
+
+def test_all_frames_needs_causal_attention():
+    with pytest.raises(ConfigError, match="target_frames='one'"):
+        ModelConfig(attn="full", target_frames="all")
+    assert ModelConfig(attn="full").trains_all_frames
+    assert ModelConfig(target_frames="all").trains_all_frames
+    assert not ModelConfig().trains_all_frames

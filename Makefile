@@ -59,8 +59,9 @@ $(STAMP): pyproject.toml $(LOCK) | $(UV)
 	@$(PY) -c 'import torch; print("torch", torch.__version__, "| cuda available:", torch.cuda.is_available())'
 	@touch $@
 
-demo: venv  ## train causal vs full attention (tiny preset, built-in data), then make tables
-	$(PY) ablations/run.py -m attn=causal,full
+# The two arms run side by side (submitit's local launcher, one process and one thread each).
+demo: venv  ## train causal vs full attention (seed 0 of the attn table), then make tables
+	$(PY) ablations/run.py -m ablation=attn seed=0 threads=1 hydra/launcher=submitit_local
 	$(MAKE) tables
 
 test: venv  ## run the whole test suite

@@ -326,8 +326,9 @@ class TrainConfig:
     # Stop once the cumulative analytic training FLOPs reach this budget (0 = no budget; `steps`
     # stays an upper bound). Makes "same compute, which is better?" comparisons possible.
     flop_budget: float = 0.0
-    # Alternatively a budget in units of baseline steps: budget_steps x the expected FLOPs of one
-    # step on full-size clips (no curriculum). Overrides flop_budget when > 0.
+    # Alternatively a budget in units of reference steps: budget_steps x the expected FLOPs of one
+    # VideoMAR step (block-causal, one target frame, no window) on full-size clips without a
+    # curriculum, so arms with other attention patterns get equal compute. Overrides flop_budget.
     budget_steps: int = 0
     # Held-out loss every val_every steps (0 = off) -> the (step, FLOPs, val_loss) curve behind
     # "same quality, how much compute?".
@@ -429,15 +430,25 @@ class RunConfig:
                f"{m.num_cond_frames} (at least one generated frame), or be null for data.num_frames")
         _check(e.num_clips >= 1 and e.num_loss_batches >= 0,
                "eval.num_clips must be >= 1 and eval.num_loss_batches >= 0")
+        off = "(or turn it off: curriculum=off, i.e. train.frame_stages=[])"
         _check(all(m.num_cond_frames < s <= d.num_frames for s in t.frame_stages),
                f"train.frame_stages={t.frame_stages}: each stage needs more than "
                f"model.num_cond_frames={m.num_cond_frames} and at most data.num_frames="
-               f"{d.num_frames} frames")
+               f"{d.num_frames} frames {off}")
+        _check(not t.frame_stages or t.frame_stages[-1] == d.num_frames,
+               f"train.frame_stages={t.frame_stages} ends below data.num_frames={d.num_frames}: "
+               f"the model would never train on the clips it generates; end the list with "
+               f"{d.num_frames} {off}")
+        off = "(or turn it off: resolution=fixed, i.e. train.res_stages=[])"
         for h in t.res_stages:
             w = d.width * h / d.height
             _check(h <= d.height and h % stride == 0 and w == int(w) and int(w) % stride == 0,
                    f"train.res_stages={t.res_stages}: height {h} must be <= data.height={d.height} "
-                   f"and give a {h}x{w:g} frame divisible by the tokenizer stride {stride}")
+                   f"and give a {h}x{w:g} frame divisible by the tokenizer stride {stride} {off}")
+        _check(not t.res_stages or t.res_stages[-1] == d.height,
+               f"train.res_stages={t.res_stages} ends below data.height={d.height}: the model "
+               f"would never train at the resolution it generates; end the list with {d.height} "
+               f"{off}")
         _check(e.extrap_frames == 0 or e.extrap_frames > m.num_cond_frames,
                f"eval.extrap_frames={e.extrap_frames} must exceed model.num_cond_frames (or be 0)")
         ext_h, ext_w = e.extrap_height or d.height, e.extrap_width or d.width

@@ -287,11 +287,17 @@ def _step(net, raw, optimizer, batch, cfg: TrainConfig, seed: int, step: int, de
 
 
 def reference_budget(raw, cfg: TrainConfig, num_frames: int, height: int, width: int) -> float:
-    """cfg.budget_steps x the expected FLOPs of one step on full-size clips (no curriculum)."""
+    """cfg.budget_steps x the expected FLOPs of one reference step.
+
+    The reference step is VideoMAR's (block-causal attention, no temporal window, one target
+    frame) on full-size clips without a curriculum, whatever the run's own attention pattern: arms
+    that differ in it (attn=full, a window, every frame per step) then get the same compute.
+    """
     from core.flops import train_step_flops
 
     grid = raw.tokenizer.token_grid(height, width)
-    return cfg.budget_steps * train_step_flops(raw.cfg, cfg.batch_size, num_frames, tuple(grid))
+    ref = dataclasses.replace(raw.cfg, attn="causal", temporal_window=0, target_frames="one")
+    return cfg.budget_steps * train_step_flops(ref, cfg.batch_size, num_frames, tuple(grid))
 
 
 @preemption.defers_preemption

@@ -117,6 +117,22 @@ def test_flop_budget_stops_training_and_curriculum_buys_more_steps(tmp_path):
     assert all(v["flops"] == on["flops"][v["step"] - 1] for v in on["val_curve"])
 
 
+@pytest.mark.parametrize("model_kw", [dict(attn="full"), dict(temporal_window=1),
+                                      dict(target_frames="all")])
+def test_the_budget_is_counted_in_causal_steps_for_every_attention_pattern(model_kw):
+    """Arms that differ in attention get equal compute: a full-attention step costs more than a
+    causal one, so the same budget_steps buys it fewer steps."""
+    model = _tiny_model(**model_kw)
+    data = build_dataset(DataConfig(num_train=64), "train")
+    cfg = TrainConfig(batch_size=4, ckpt_every=0, steps=200, budget_steps=6)
+    summary = train(model, data, cfg, seed=3, out_dir=None, progress=False)
+    budget = 6 * train_step_flops(preset("tiny", **SMALL_MODEL), 4, 8, (8, 8))
+    assert summary["flops"][-1] >= budget > summary["flops"][-2]
+    own = train_step_flops(model.cfg, 4, 8, (8, 8))
+    if own > 2 * budget / 6:  # every generated frame per step: at least twice a causal step
+        assert summary["steps"] <= 3
+
+
 def test_counted_flops_are_the_analytic_flops_of_each_steps_draws():
     model, cfg, summary = _train(None, "count", steps=5, frame_stages=[2, 8])
     per_step = [summary["flops"][0]] + [b - a for a, b in zip(summary["flops"],
@@ -269,15 +285,41 @@ def test_sample_ablations_score_at_least_32_clips():
     assert OmegaConf.to_object(_compose([])).eval.num_clips == 32
 
 
-def test_curriculum_off_and_resolution_fixed_share_one_trained_model():
-    off = OmegaConf.to_object(_compose(["ablation=curriculum", "curriculum=off"]))
-    fixed = OmegaConf.to_object(_compose(["ablation=resolution", "resolution=fixed"]))
-    on = OmegaConf.to_object(_compose(["ablation=curriculum", "curriculum=on"]))
-    temp = OmegaConf.to_object(_compose(["ablation=temperature", "temperature=list"]))
-    default = OmegaConf.to_object(_compose([]))
+def test_the_default_recipe_arms_share_one_trained_model():
+    """The default run is the causal / on / progressive arm of its tables: trained once per seed."""
+    def cfg(*overrides):
+        return OmegaConf.to_object(_compose(list(overrides)))
+
     key = run_app.training_key
-    assert key(off, "c") == key(fixed, "c") != key(on, "c")
-    assert key(temp, "c") == key(default, "c") != key(default, "d")
+    default = key(cfg(), "c")
+    shared = [cfg("ablation=attn", "attn=causal"), cfg("ablation=curriculum", "curriculum=on"),
+              cfg("ablation=resolution", "resolution=progressive"),
+              cfg("ablation=temperature", "temperature=list"), cfg("ablation=sampler")]
+    assert all(key(c, "c") == default for c in shared)
+    off = key(cfg("ablation=curriculum", "curriculum=off"), "c")
+    fixed = key(cfg("ablation=resolution", "resolution=fixed"), "c")
+    full = key(cfg("ablation=attn", "attn=full"), "c")
+    assert len({default, off, fixed, full}) == 4 and default != key(cfg(), "d")
+
+
+def test_the_default_recipe_is_both_curricula_under_one_budget_for_every_arm():
+    default = OmegaConf.to_object(_compose([]))
+    assert default.train.frame_stages == [2, 4, 8] and default.train.res_stages == [16, 32]
+    assert default.train.budget_steps == 500
+    for ablation, arm in _ablation_arms():
+        c = OmegaConf.to_object(_compose([f"ablation={ablation}", *arm]))
+        assert c.train.budget_steps == default.train.budget_steps, (ablation, arm)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["data.height=16"], "resolution=fixed"),
+    (["data.num_frames=4"], "curriculum=off"),
+    (["train.res_stages=[16]"], "ends below data.height=32"),
+    (["train.frame_stages=[2,4]"], "ends below data.num_frames=8"),
+])
+def test_a_curriculum_that_cannot_reach_the_data_names_the_fix(overrides, match):
+    with pytest.raises(Exception, match=match):
+        OmegaConf.to_object(_compose(overrides))
 
 
 # --------------------------------------------------------------------------- sweeps
@@ -292,7 +334,8 @@ def test_sweep_survives_a_failed_run_and_reruns_only_what_is_missing(tmp_path):
     # A 1-value temperature list cannot cover the 2 generated frames: that run fails at sampling.
     cmd = [sys.executable, str(ROOT / "ablations" / "run.py"), "-m",
            "sampler.temperature_schedule=list", "sampler.temperatures=[1.0],[1.0,0.9]",
-           "data.height=16", "data.width=16", "data.num_frames=3", *TINY_RUN,
+           "data.height=16", "data.width=16", "data.num_frames=3", "curriculum=off",
+           "resolution=fixed", *TINY_RUN,
            f"results={tmp_path / 'runs.jsonl'}", f"out_dir={tmp_path / 'runs'}",
            f"hydra.sweep.dir={tmp_path / 'sweep'}"]
 
@@ -328,6 +371,7 @@ def test_runs_write_one_copy_baseline_row_per_table_and_seed(tmp_path):
 
     results = tmp_path / "runs.jsonl"
     base = [*TINY_RUN, "data.height=16", "data.width=16", "data.num_frames=3",
+            "curriculum=off", "resolution=fixed",
             "eval.extrap_frames=4", "eval.extrap_height=20", "eval.extrap_width=20",
             f"results={results}", f"out_dir={tmp_path / 'runs'}"]
 

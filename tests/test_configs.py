@@ -20,7 +20,8 @@ from ablations import run as run_app  # noqa: E402  (registers the schemas)
 
 # Small enough to train, sample and score in a few seconds.
 TINY_RUN = ["train.steps=2", "train.batch_size=2", "train.ckpt_every=0", "data.height=16",
-            "data.width=16", "data.num_frames=3", "eval.num_clips=2", "eval.num_loss_batches=1",
+            "data.width=16", "data.num_frames=3", "curriculum=off",
+            "resolution=fixed", "eval.num_clips=2", "eval.num_loss_batches=1",
             "sampler.num_iter=2", "model.num_sampling_steps=3", "model.width=32",
             "model.num_heads=2", "model.depth=1", "model.head_width=32"]
 
@@ -57,8 +58,10 @@ def test_every_config_composes_and_runs_one_step(attn, tmp_path):
 
 @pytest.mark.parametrize("preset", ["tiny", "small", "base", "paper"])
 def test_presets_compose(preset):
-    # the paper preset's 16x VAE stride needs paper-sized frames (480 x 768 -> 30 x 48 tokens)
-    data = ["data.height=480", "data.width=768"] if preset == "paper" else []
+    # the paper preset's 16x VAE stride needs paper-sized frames (480 x 768 -> 30 x 48 tokens),
+    # and resolution stages of that size (the default 16 -> 32 stages are the sprites data's)
+    data = (["data.height=480", "data.width=768", "train.res_stages=[240,480]"]
+            if preset == "paper" else [])
     cfg = OmegaConf.to_object(_compose([f"preset={preset}"] + data))
     assert cfg.preset == preset and cfg.model.width > 0
 

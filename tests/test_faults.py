@@ -439,7 +439,8 @@ def _compose(overrides):
 
 
 TINY_RUN = ["train.steps=3", "train.batch_size=2", "train.ckpt_every=1", "data.height=16",
-            "data.width=16", "data.num_frames=3", "eval.num_clips=2", "eval.num_loss_batches=1",
+            "data.width=16", "data.num_frames=3", "curriculum=off",
+            "resolution=fixed", "eval.num_clips=2", "eval.num_loss_batches=1",
             "sampler.num_iter=2", "model.num_sampling_steps=3", "model.width=32",
             "model.num_heads=2", "model.depth=1", "model.head_width=32", "threads=1"]
 

@@ -87,7 +87,7 @@ def main(argv=None) -> dict:
         measured_train = measured_flops(step, d0)
         pinned = lambda d: train_step_breakdown(  # noqa: E731
             cfg, args.batch, args.frames, grid, num_masked=d.num_masked,
-            **({"target_frame": d.target_frame} if cfg.attn == "causal" else {}))
+            **({"target_frame": d.target_frame} if d.target_frame >= 0 else {}))
         analytic_train = pinned(d0)
         expected = train_step_breakdown(cfg, args.batch, args.frames, grid)
         # 2. Timed steps, each followed by a short measurement of the matmul peak, so that load

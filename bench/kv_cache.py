@@ -173,10 +173,10 @@ def measure(args, cfg, frames: int, grid: int, modes, steps: int | None) -> dict
     configs = {mode: mode_config(cfg, mode, args) for mode in modes}
     models = {}  # one model per distinct config (same weights)
     for mode_cfg, _ in configs.values():
-        key = (mode_cfg.attn, mode_cfg.temporal_window)
+        key = mode_cfg.pattern
         if key not in models:
             models[key] = VideoMAR(mode_cfg, seed=args.seed).to(device).eval()
-    model_of = {m: models[(c.attn, c.temporal_window)] for m, (c, _) in configs.items()}
+    model_of = {m: models[c.pattern] for m, (c, _) in configs.items()}
     gen = torch.Generator().manual_seed(args.seed)
     cond = torch.randn(args.batch, cfg.num_cond_frames, grid, grid, cfg.token_dim, generator=gen)
     cond = cond.clamp(-1, 1).to(device)
@@ -185,7 +185,7 @@ def measure(args, cfg, frames: int, grid: int, modes, steps: int | None) -> dict
                                  num_sampling_steps=steps, use_kv_cache=(s == "cached"))
                 for m, (_, s) in configs.items()}
     recorders = {key: Recorder(m) for key, m in models.items()}
-    recorder_of = {m: recorders[(c.attn, c.temporal_window)] for m, (c, _) in configs.items()}
+    recorder_of = {m: recorders[c.pattern] for m, (c, _) in configs.items()}
     rounds = defaultdict(list)
     try:
         with torch.no_grad():

@@ -13,6 +13,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from core.pattern import AttentionPattern
+
 ATTN_MODES = ("causal", "full")
 TARGET_FRAMES = ("one", "all")
 POS_EMBS = ("rope", "learned")
@@ -161,7 +163,12 @@ class ModelConfig:
     def trains_all_frames(self) -> bool:
         """Does a training step carry the loss of every generated frame (full attention, or causal
         with target_frames="all") rather than of one sampled target frame?"""
-        return self.attn == "full" or self.target_frames == "all"
+        return not self.pattern.causal or self.target_frames == "all"
+
+    @property
+    def pattern(self) -> AttentionPattern:
+        """Which frame attends to which (core/pattern.py): the one place `attn` is read."""
+        return AttentionPattern.of(self)
 
     @property
     def head_dim(self) -> int:

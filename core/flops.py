@@ -201,7 +201,8 @@ def train_step_breakdown(model_cfg: ModelConfig, batch: int, num_frames: int,
             raise ValueError(f"num_cond_frames={cfg.num_cond_frames} leaves no frame to generate "
                              f"in a {num_frames}-frame clip")
         # full: the whole clip; causal: clean frames 0..T-2 then masked frames c..T-1
-        lengths = [num_frames if cfg.attn == "full" else 2 * num_frames - 1 - cfg.num_cond_frames]
+        joint = not cfg.pattern.causal
+        lengths = [num_frames if joint else 2 * num_frames - 1 - cfg.num_cond_frames]
         maskable = (num_frames - cfg.num_cond_frames) * per_frame
     masked = expected_num_masked(cfg, maskable) if num_masked is None else float(num_masked)
     ledger = _Ledger()
@@ -244,14 +245,9 @@ def _check_generation(cfg: ModelConfig, grid, num_iter: int, batch: int) -> int:
 
 
 def attended_frames(cfg: ModelConfig, frame_index: int) -> int:
-    """Frames a cached pass of frame `frame_index` attends to (its own included).
-
-    All frames 0..frame_index without a temporal window; with W = model.temporal_window > 0 the
-    anchor (num_cond_frames) plus the W previous frames and itself, as the cache holds them.
-    """
-    if cfg.temporal_window <= 0:
-        return frame_index + 1
-    return min(frame_index + 1, cfg.num_cond_frames + cfg.temporal_window + 1)
+    """Frames a cached pass of frame `frame_index` attends to (its own included), as the
+    attention pattern's KV cache holds them (core/pattern.py)."""
+    return cfg.pattern.attended_frames(frame_index)
 
 
 def generate_frame_breakdown(model_cfg: ModelConfig, frame_index: int, grid: tuple[int, int], *,
@@ -268,7 +264,7 @@ def generate_frame_breakdown(model_cfg: ModelConfig, frame_index: int, grid: tup
     `num_sampling_steps` evaluations per token. CFG (cfg_scale != 1) doubles the batch of both.
     """
     cfg = model_cfg
-    if cfg.attn != "causal" and use_kv_cache:
+    if use_kv_cache and not cfg.pattern.causal:
         raise ValueError("use_kv_cache=True needs attn='causal'; full attention generates all "
                          "frames jointly: use generate_video_flops(..., mode='joint')")
     per_frame = _check_generation(cfg, grid, num_iter, batch)
@@ -310,7 +306,7 @@ def generate_video_flops(model_cfg: ModelConfig, num_frames: int, grid: tuple[in
     if mode not in GENERATION_MODES:
         raise ValueError(f"mode={mode!r}: choose one of {GENERATION_MODES}")
     cfg = model_cfg
-    if (mode == "joint") != (cfg.attn == "full"):
+    if (mode == "joint") == cfg.pattern.causal:
         raise ValueError(f"mode={mode!r} does not fit attn={cfg.attn!r}: 'joint' is the "
                          "full-attention sampler, 'cached'/'recompute' the causal one")
     per_frame = _check_generation(cfg, grid, num_iter, batch)

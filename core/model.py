@@ -36,8 +36,7 @@ from core.attention import Block, NORM_EPS
 from core.config import ModelConfig
 from core.diffusion_head import DiffusionHead
 from core.kv_cache import KVCache
-from core.masks import (block_causal_mask, expand_frame_mask, frame_visibility, mask_by_order,
-                        num_masked_tokens, random_orders, sample_mask_ratio, teacher_forcing_mask)
+from core.masks import mask_by_order, num_masked_tokens, random_orders, sample_mask_ratio
 from core.rope import grid_positions, rope_tables
 from core.text import TextEncoder
 from core.tokenizers import Tokenizer, build_tokenizer
@@ -74,6 +73,7 @@ class VideoMAR(nn.Module):
                  seed: int = 0):
         super().__init__()
         self.cfg = cfg = cfg or ModelConfig()
+        self.pattern = cfg.pattern  # which frame sees which (core/pattern.py)
         self._rope_tables: dict = {}  # (frames, grid, device) -> (cos, sin); not module state
         # Deterministic init from `seed` without touching the caller's global RNG state.
         with torch.random.fork_rng(devices=[]):  # CPU state only; initialisers draw on the CPU
@@ -165,35 +165,10 @@ class VideoMAR(nn.Module):
         With model.temporal_window = W > 0 it holds at most the anchor (num_cond_frames) + W + 1
         frames: older frames are evicted on commit, so the cache does not grow with the clip.
         """
-        ref, window = self.mask_token, self.cfg.temporal_window
-        slots = num_frames
-        if window > 0:
-            slots = min(num_frames, self.cfg.num_cond_frames + window + 1)
+        ref, slots = self.mask_token, self.pattern.cache_frames(num_frames)
         return KVCache(self.cfg.depth, batch_size, self.cfg.num_heads, slots * tokens_per_frame,
                        self.cfg.head_dim, device=ref.device, dtype=ref.dtype,
-                       frame_len=tokens_per_frame, anchor_frames=self.cfg.num_cond_frames,
-                       window=window)
-
-    def _attention_mask(self, num_frames: int, per_frame: int, frame_offset: int,
-                        cache: Optional[KVCache], device) -> Optional[torch.Tensor]:
-        """Self-attention mask (L, L_keys) bool of causal attention, or None when nothing is hidden.
-
-        Queries are frames frame_offset.. (L = num_frames * per_frame tokens); keys are the frames
-        held in `cache` (in slot order) followed by the queries. Block-causal, banded by
-        model.temporal_window with the conditioning frames as the anchor.
-        """
-        window, anchor = self.cfg.temporal_window, self.cfg.num_cond_frames
-        if cache is None:
-            if num_frames == 1:
-                return None
-            return block_causal_mask(num_frames, per_frame, device, window=window,
-                                     anchor_frames=anchor)
-        queries = torch.arange(frame_offset, frame_offset + num_frames)
-        keys = torch.cat([torch.tensor(cache.held_frames(per_frame), dtype=torch.long), queries])
-        visible = frame_visibility(queries, keys, window=window, anchor_frames=anchor)  # frames
-        if bool(visible.all()):
-            return None
-        return expand_frame_mask(visible.to(device), per_frame)
+                       frame_len=tokens_per_frame, pattern=self.pattern)
 
     def _embed(self, tokens: torch.Tensor, mask: Optional[torch.Tensor],
                frame_offset: int) -> torch.Tensor:
@@ -226,8 +201,7 @@ class VideoMAR(nn.Module):
         if cos is not None:
             cos2, sin2 = self._rope(first, num_frames - first, height, width_tokens, x.device)
             cos, sin = torch.cat([cos, cos2]), torch.cat([sin, sin2])
-        attn_mask = teacher_forcing_mask(num_frames, per_frame, first, x.device,
-                                         window=self.cfg.temporal_window)
+        attn_mask = self.pattern.teacher_forcing_mask(num_frames, per_frame, x.device)
         for layer, block in enumerate(self.blocks):
             x = block(x, cos, sin, attn_mask, context, context_mask, None, layer)
         x = x[:, (num_frames - 1) * per_frame:]  # the masked stream
@@ -235,7 +209,7 @@ class VideoMAR(nn.Module):
 
     def backbone(self, tokens: torch.Tensor, mask: Optional[torch.Tensor], frame_offset: int,
                  context=None, context_mask=None, cache: Optional[KVCache] = None,
-                 commit: bool = False, causal: Optional[bool] = None) -> torch.Tensor:
+                 commit: bool = False) -> torch.Tensor:
         """Transformer features for tokens (B, F, h, w, D) of frames frame_offset.. -> (B, F, h*w, W).
 
         mask (B, F, h*w) bool marks masked tokens. With a cache, earlier frames come from it (and
@@ -244,7 +218,6 @@ class VideoMAR(nn.Module):
         """
         batch, num_frames, height, width_tokens, _ = tokens.shape
         per_frame = height * width_tokens
-        causal = self.cfg.attn == "causal" if causal is None else causal
         if context is None and self.text_encoder is not None:  # no caption: the null embedding
             context, context_mask = self.encode_context(None, batch)
         x = self._embed(tokens, mask, frame_offset)
@@ -252,9 +225,9 @@ class VideoMAR(nn.Module):
         if cache is not None and cache.length != frame_offset * per_frame:
             raise RuntimeError(f"KV cache has committed {cache.length} tokens but frame_offset="
                                f"{frame_offset} needs {frame_offset * per_frame}")
-        attn_mask = None
-        if causal:
-            attn_mask = self._attention_mask(num_frames, per_frame, frame_offset, cache, x.device)
+        held = cache.held_frames() if cache is not None else ()
+        attn_mask = self.pattern.sdpa_mask(num_frames, per_frame, x.device,
+                                           frame_offset=frame_offset, held=held)
         for layer, block in enumerate(self.blocks):
             x = block(x, cos, sin, attn_mask, context, context_mask, cache, layer)
         if cache is not None and commit:

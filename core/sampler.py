@@ -192,8 +192,9 @@ def sample_latents(model, cond_tokens: torch.Tensor, num_frames: int, cfg: Sampl
     num_cond = cond_tokens.shape[1]
     if not num_cond < num_frames:
         raise ValueError(f"num_frames={num_frames} must exceed the {num_cond} conditioning frames")
-    use_cache = cfg.use_kv_cache if cfg.use_kv_cache is not None else model.cfg.attn == "causal"
-    if use_cache and model.cfg.attn == "full":
+    causal = model.pattern.causal
+    use_cache = cfg.use_kv_cache if cfg.use_kv_cache is not None else causal
+    if use_cache and not causal:
         raise ValueError("use_kv_cache=True cannot work with attn='full': every frame attends to "
                          "later frames; sample with use_kv_cache=False")
     per_frame = cond_tokens.shape[2] * cond_tokens.shape[3]
@@ -209,7 +210,7 @@ def sample_latents(model, cond_tokens: torch.Tensor, num_frames: int, cfg: Sampl
         null, null_mask = model.encode_context(None, batch)
         context, context_mask = torch.cat([context, null]), torch.cat([context_mask, null_mask])
     cfg = dataclasses.replace(cfg, use_kv_cache=use_cache)
-    generate = _generate_causal if model.cfg.attn == "causal" else _generate_joint
+    generate = _generate_causal if causal else _generate_joint
     return generate(model, cond_tokens, num_frames, cfg, generator, context, context_mask, guided)
 
 
@@ -223,7 +224,7 @@ def sample_video(model, first_frame: torch.Tensor, num_frames: int, *, use_kv_ca
     `generator=None` uses a CPU generator seeded with 0. Full-attention models ignore
     `use_kv_cache` (they have nothing to cache).
     """
-    if model.cfg.attn == "full":
+    if not model.pattern.causal:
         use_kv_cache = False
     cfg = SamplerConfig(**{**sampler_options, "use_kv_cache": use_kv_cache})
     generator = generator if generator is not None else torch.Generator().manual_seed(0)

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from core.config import ConfigError, ModelConfig, SamplerConfig, TrainConfig
 from core.flops import attended_frames, generate_frame_flops
 from core.kv_cache import KVCache
+from core.pattern import AttentionPattern
 from core.masks import block_causal_mask, frame_visibility
 from core.model import VideoMAR
 from core.sampler import sample_latents
@@ -87,8 +88,8 @@ def test_cache_keeps_anchor_and_last_window_frames_in_bounded_slots():
         for f in range(1, 8):
             model.backbone(x[:, f:f + 1], None, f, cache=cache, commit=True)
             assert cache.length == (f + 1) * 4
-            assert cache.held_frames(4) == [0] + list(range(max(1, f - 1), f + 1))
-            assert cache.stored == len(cache.held_frames(4)) * 4
+            assert cache.held_frames() == [0] + list(range(max(1, f - 1), f + 1))
+            assert cache.stored == len(cache.held_frames()) * 4
 
 
 def test_windowed_cache_matches_the_full_forward_with_multi_frame_passes():
@@ -99,9 +100,9 @@ def test_windowed_cache_matches_the_full_forward_with_multi_frame_passes():
     ctx, ctx_mask = model.encode_context(["a", "b"], 2)
     full = model.backbone(x, None, 0, ctx, ctx_mask)
     cache = KVCache(model.cfg.depth, 2, model.cfg.num_heads, 6 * 4, model.cfg.head_dim,
-                    frame_len=4, anchor_frames=1, window=1)
+                    frame_len=4, pattern=AttentionPattern(window=1, anchor=1))
     prefill = model.backbone(x[:, :4], None, 0, ctx, ctx_mask, cache, commit=True)
-    assert cache.held_frames(4) == [0, 3]  # frames 1 and 2 evicted
+    assert cache.held_frames() == [0, 3]  # frames 1 and 2 evicted
     rest = model.backbone(x[:, 4:], None, 4, ctx, ctx_mask, cache)  # frame 5 must not see 3
     torch.testing.assert_close(prefill, full[:, :4], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(rest, full[:, 4:], atol=1e-5, rtol=1e-5)

@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `python bench/x.py` works without an installed package
-    sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 

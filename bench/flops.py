@@ -19,10 +19,8 @@ import dataclasses
 import statistics
 import time
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/x.py` from anywhere
 
 from bench._common import (CpuMeter, base_parser, bench_config, finish, format_table,
                      matmul_peak_gflops, setup_threads)

@@ -31,10 +31,8 @@ import statistics
 import time
 from collections import defaultdict
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/x.py` from anywhere
 
 from bench._common import (CpuMeter, base_parser, bench_config, finish, format_table, peak_memory_mb,
                      setup_threads)

@@ -54,7 +54,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # `python bench/make_tables.py` works without an installed package
 from core.metrics.aggregate import DIMENSION_KEYS, partial_scores  # noqa: E402
 from core.metrics.synthetic import KEYS as SYNTHETIC_KEYS  # noqa: E402
 from core.results import read_rows  # noqa: E402

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 from core.metrics.proxy import CAMERA_TYPES, proxy_metrics  # noqa: E402
 
 

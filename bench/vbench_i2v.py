@@ -24,7 +24,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 from core.metrics.aggregate import (BY_KEY, DIMENSION_KEYS, MissingDimensionError,  # noqa: E402
                                     aggregate, missing_dimensions, normalised, partial_scores,
                                     to_fractions)

@@ -22,7 +22,6 @@ from core.train import derive_seed, train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "ablations" / "conf"
-sys.path.insert(0, str(ROOT))
 from ablations import run as run_app  # noqa: E402
 
 SMALL_MODEL = dict(width=32, depth=1, num_heads=2, head_width=32, head_depth=1,

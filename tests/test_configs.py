@@ -15,7 +15,6 @@ from core.config import ConfigError, RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "ablations" / "conf"
-sys.path.insert(0, str(ROOT))
 from ablations import run as run_app  # noqa: E402  (registers the schemas)
 
 # Small enough to train, sample and score in a few seconds.

@@ -262,7 +262,6 @@ def test_preempted_submitit_job_is_requeued_and_resumes(tmp_path):
     interrupted = read_checkpoint(ckpt)
 
     # The same run without interruption: same weights (fp32 tolerance) and the same loss curve.
-    sys.path.insert(0, str(ROOT))
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -295,7 +294,6 @@ def test_two_task_submitit_job_trains_with_ddp_like_one_process(tmp_path):
     rows = _rows(tmp_path / "runs.jsonl")
     assert [(r["status"], r["metrics"]["world_size"]) for r in rows] == [("ok", 2)]
 
-    sys.path.insert(0, str(ROOT))
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 

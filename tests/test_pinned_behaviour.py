@@ -28,7 +28,6 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "ablations" / "conf"
 PINNED = Path(__file__).with_name("pinned_behaviour.json")
-sys.path.insert(0, str(ROOT))
 
 from ablations import run as run_app  # noqa: E402
 from core.data import build_dataset  # noqa: E402

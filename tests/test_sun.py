@@ -350,7 +350,6 @@ def _row(domain, method, seed, **metrics):
 
 
 def test_table_aggregates_seeds_and_decides_claims_from_numbers():
-    sys.path.insert(0, str(ROOT))
     from bench import sun as bench
 
     rows = [_row("base", "teacher25_cfg", s, speedup=1.0, psnr_vs_ref=100.0, neg_hit=0.1)

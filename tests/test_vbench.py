@@ -135,8 +135,7 @@ def test_video_names_follow_vbench_layout(tmp_path):
     paths = vb.write_videos(videos, ["red square, camera pans left"] * 2, tmp_path)
     assert [p.name for p in paths] == ["red square, camera pans left-0.mp4",
                                        "red square, camera pans left-1.mp4"]
-    sys.path.insert(0, str(ROOT / "bench"))
-    from metrics import read_video
+    from bench.metrics import read_video
     frames, _ = read_video(paths[1])
     assert frames.shape == (4, 16, 16, 3)
 

@@ -17,6 +17,7 @@ import math
 import os
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -286,6 +287,44 @@ def _step(net, raw, optimizer, batch, cfg: TrainConfig, seed: int, step: int, de
     return global_loss, grad_norm, flops
 
 
+@dataclass
+class TrainRecord:
+    """What a training run has recorded so far, step by step (checkpointed, then summarised)."""
+
+    losses: list = field(default_factory=list)  # per step; NaN for a skipped non-finite step
+    grad_norms: list = field(default_factory=list)
+    flops: list = field(default_factory=list)  # cumulative analytic FLOPs after each step
+    stages: list = field(default_factory=list)  # [step, frames, height, width] per stage start
+    val_curve: list = field(default_factory=list)  # {"step", "flops", "val_loss"}
+    nonfinite_steps: list = field(default_factory=list)  # steps skipped under nonfinite=skip
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict) -> "TrainRecord":
+        return cls(**{f.name: list(ckpt.get(f.name, [])) for f in dataclasses.fields(cls)})
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @property
+    def steps(self) -> int:
+        return len(self.losses)
+
+    @property
+    def total_flops(self) -> float:
+        return self.flops[-1] if self.flops else 0.0
+
+    def add_step(self, loss: float, grad_norm: float, step_flops: float) -> None:
+        self.losses.append(loss)
+        self.grad_norms.append(grad_norm)
+        self.flops.append(self.total_flops + step_flops)
+
+    def enter_stage(self, step: int, stage) -> None:
+        """Note where a curriculum stage begins (once per change of clip shape)."""
+        shape = [stage.frames, stage.height, stage.width]
+        if not self.stages or self.stages[-1][1:] != shape:
+            self.stages.append([step, *shape])
+
+
 def reference_budget(raw, cfg: TrainConfig, num_frames: int, height: int, width: int) -> float:
     """cfg.budget_steps x the expected FLOPs of one reference step.
 
@@ -335,17 +374,12 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, *, seed: int, out_dir: st
     optimizer = build_optimizer(raw, cfg)
     ema = ema.to(device) if ema is not None else EMA(raw, cfg.ema_decay)
     ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
-    start, losses, grad_norms, resumed_from = 0, [], [], None
-    flops, stages, val_curve = [], [], []  # cumulative FLOPs per step; stage starts; val points
-    nonfinite_steps: list[int] = []  # steps skipped under train.nonfinite=skip
+    start, resumed_from, record = 0, None, TrainRecord()
     ckpt = _resume(ckpt_path, raw, ema, optimizer, cfg, seed, device) if (
         resume and ckpt_path is not None) else None
     if ckpt is not None:
         start = resumed_from = int(ckpt["step"])
-        nonfinite_steps = list(ckpt.get("nonfinite_steps", []))
-        losses, grad_norms = list(ckpt["losses"]), list(ckpt["grad_norms"])
-        flops, stages = list(ckpt.get("flops", [])), list(ckpt.get("stages", []))
-        val_curve = list(ckpt.get("val_curve", []))
+        record = TrainRecord.from_checkpoint(ckpt)
     sampler = StepBatchSampler(len(dataset), seed, cfg.batch_size, start, cfg.steps, rank, world)
     # The generator only seeds worker processes; batches come from the sampler alone.
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
@@ -367,26 +401,26 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, *, seed: int, out_dir: st
             save_checkpoint(ckpt_path, {
                 "version": CHECKPOINT_VERSION, "step": step, "seed": seed, "world_size": world,
                 "model": raw.state_dict(), "ema": ema.state_dict(),
-                "optimizer": optimizer.state_dict(), "losses": losses, "grad_norms": grad_norms,
-                "flops": flops, "stages": stages, "val_curve": val_curve,
-                "nonfinite_steps": nonfinite_steps, "config": dataclasses.asdict(cfg)})
+                "optimizer": optimizer.state_dict(), **record.as_dict(),
+                "config": dataclasses.asdict(cfg)})
         if ckpt_path is not None and ddp:
             dist.barrier()  # nobody runs ahead of (or exits before) a complete checkpoint
 
     def validate(step: int) -> None:
-        if val_fn is not None and rank == 0 and not any(v["step"] == step for v in val_curve):
-            val_curve.append({"step": step, "flops": flops[-1] if flops else 0.0,
-                              "val_loss": float(val_fn())})
+        if val_fn is not None and rank == 0 and not any(v["step"] == step
+                                                        for v in record.val_curve):
+            record.val_curve.append({"step": step, "flops": record.total_flops,
+                                     "val_loss": float(val_fn())})
 
     budget = cfg.flop_budget  # budget_steps is turned into FLOPs once the clip shape is known
 
     def progress_at(step: int) -> float:
         if budget > 0:
-            return (flops[-1] if flops else 0.0) / budget
+            return record.total_flops / budget
         return step / cfg.steps
 
     def budget_spent() -> bool:
-        return budget > 0 and bool(flops) and flops[-1] >= budget
+        return budget > 0 and bool(record.flops) and record.total_flops >= budget
 
     curriculum = None
     t_loop = time.perf_counter()
@@ -402,20 +436,17 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, *, seed: int, out_dir: st
                 break
             progress = progress_at(step)
             stage = curriculum.stage_at(progress)
-            if not stages or stages[-1][1:] != [stage.frames, stage.height, stage.width]:
-                stages.append([step, stage.frames, stage.height, stage.width])
+            record.enter_stage(step, stage)
             try:
                 loss, grad_norm, step_flops = _step(net, raw, optimizer, batch, cfg, seed, step,
                                                     device, rank, world, stage, progress)
             except NonFiniteLossError as err:  # raises unless train.nonfinite=skip allows it
-                _skip_nonfinite(err, nonfinite_steps, cfg, step, optimizer, ckpt_path)
+                _skip_nonfinite(err, record.nonfinite_steps, cfg, step, optimizer, ckpt_path)
                 loss = grad_norm = math.nan  # the step is kept in the record, as NaN
                 step_flops = 0.0
             else:
                 ema.update(raw)
-            losses.append(loss)
-            grad_norms.append(grad_norm)
-            flops.append((flops[-1] if flops else 0.0) + step_flops)
+            record.add_step(loss, grad_norm, step_flops)
             bar.update(1)
             if (step + 1) % max(1, cfg.log_every) == 0:
                 bar.set_postfix(loss=f"{loss:.4f}", gnorm=f"{grad_norm:.2f}")
@@ -426,15 +457,14 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, *, seed: int, out_dir: st
             if preemption.stop_requested(device):  # SIGTERM/SIGUSR1 under a PreemptionGuard
                 checkpoint(step + 1)
                 preemption.hand_back()  # the previous handler (e.g. submitit's) or Preempted
-    loop_s, done = time.perf_counter() - t_loop, len(losses) - start
+    loop_s, done = time.perf_counter() - t_loop, record.steps - start
     if cfg.val_every > 0:
-        validate(len(losses))
+        validate(record.steps)
     if done > 0 or resumed_from is None:
-        checkpoint(len(losses))
-    finite = [x for x in losses if math.isfinite(x)]  # skipped non-finite steps are NaN
+        checkpoint(record.steps)
+    finite = [x for x in record.losses if math.isfinite(x)]  # skipped non-finite steps are NaN
     tail = finite[-max(1, math.ceil(LOSS_TAIL_FRACTION * len(finite))):]
-    return {"train_loss": sum(tail) / len(tail) if tail else math.nan, "losses": losses,
-            "grad_norms": grad_norms, "steps": len(losses), "wall_time_s": time.perf_counter() - t0,
+    return {"train_loss": sum(tail) / len(tail) if tail else math.nan, **record.as_dict(),
+            "steps": record.steps, "wall_time_s": time.perf_counter() - t0,
             "steps_per_s": done / loop_s if done > 0 else 0.0, "resumed_from": resumed_from,
-            "world_size": world, "train_flops": flops[-1] if flops else 0.0, "flops": flops,
-            "stages": stages, "val_curve": val_curve, "nonfinite_steps": nonfinite_steps}
+            "world_size": world, "train_flops": record.total_flops}

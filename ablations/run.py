@@ -107,7 +107,7 @@ def _exclusive(directory: Path):
 def _sun_head(model, cfg: RunConfig, train_dir: Path, train_set, code: str) -> dict:
     """sampler.head=sun without a given adapter: distil one from the trained head (once per
     training key and distillation config, under the training lock), install it, return its info."""
-    from core.sun import head as sun_head
+    from core.sun import head_adapter, head_distill
 
     s = cfg.sampler
     # Everything that shapes the recorded conditions and the targets: the whole sampler config
@@ -118,14 +118,14 @@ def _sun_head(model, cfg: RunConfig, train_dir: Path, train_set, code: str) -> d
     path = train_dir / f"sun_head-{run_id(part, code, ignore=())}.safetensors"
     with _exclusive(train_dir):
         if path.is_file():
-            adapter = sun_head.load_adapter(model.head, path)
+            adapter = head_adapter.load_adapter(model.head, path)
             info = {"reused": True}
         else:
-            adapter, info = sun_head.distill_for_model(model, train_set, s, cfg.head_distill,
-                                                       seed=cfg.seed)
+            adapter, info = head_distill.distill_for_model(model, train_set, s,
+                                                           cfg.head_distill, seed=cfg.seed)
             adapter.save(path, info, head=model.head)
             info = {**info, "reused": False}
-    sun_head.install(model, adapter)
+    head_adapter.install(model, adapter)
     return {**info, "adapter": portable_path(str(path))}
 
 
@@ -330,7 +330,7 @@ def _run(cfg: RunConfig) -> dict:
                 extra["head_distill"] = _sun_head(model, cfg, train_dir, train_set, git["code"])
             metrics = _evaluate(model, cfg, out_dir)
         if cfg.sampler.head == "sun":  # it belongs to the EMA weights it was distilled from
-            from core.sun.head import remove
+            from core.sun.head_adapter import remove
             remove(model)
         reused = summary["resumed_from"] is not None and summary["resumed_from"] >= summary["steps"]
         metrics.update(train_loss=summary["train_loss"], train_steps=summary["steps"],

@@ -209,8 +209,9 @@ class SamplerConfig:
     use_kv_cache: Optional[bool] = None  # None: on for causal attention, off for full
     # How the per-token head samples: "ddpm" = MAR's respaced DDPM chain (CFG runs the head on
     # [cond; uncond]); "dpm" = the same frozen head (and CFG) under DPM-Solver++ (the few-step
-    # baseline without an adapter); "sun" = the SpeedUpNet head adapter (core/sun/head.py): one
-    # pass on (z_cond, z_uncond) gives the guided eps, DPM-Solver++ over num_sampling_steps (4).
+    # baseline without an adapter); "sun" = the SpeedUpNet head adapter
+    # (core/sun/head_adapter.py): one pass on (z_cond, z_uncond) gives the guided eps,
+    # DPM-Solver++ over num_sampling_steps (4). core/head_sampler.py builds the chosen one.
     head: str = "ddpm"
     # head=dpm|sun: "sde" = SDE-DPM-Solver++ (fresh noise every step, scaled by the temperature
     # as in MAR's DDPM chain); "ode" = DPM-Solver++ (the temperature scales x_T). At 4 steps the
@@ -244,7 +245,7 @@ class SamplerConfig:
 
 @dataclass(kw_only=True)
 class HeadDistillConfig:
-    """Distilling the SUN head adapter from the trained head (core/sun/head.py, sampler.head=sun).
+    """Distilling the SUN head adapter from the trained head (core/sun/head_distill.py).
 
     Conditions (z_cond, z_uncond) are recorded from the teacher sampler (sampler.head=ddpm at
     teacher_sampling_steps) on training clips; targets are the frozen head's CFG ODE

@@ -14,12 +14,12 @@ iterations so each iteration reveals as many tokens as a causal one, no cache.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from typing import Optional, Sequence
 
 import torch
 
 from core.config import SamplerConfig
+from core.head_sampler import HeadHook, HeadSampler, build_head_sampler
 from core.masks import mask_by_order, random_orders, reveal_schedule
 
 
@@ -53,33 +53,13 @@ def cfg_at(cfg: SamplerConfig, num_tokens: int, still_masked: int) -> float:
     return 1.0 + (cfg.cfg_scale - 1.0) * (num_tokens - still_masked) / num_tokens
 
 
-def head_clip_x0(model, cfg: SamplerConfig) -> Optional[float]:
-    """The bound the head clamps its predicted x0 to (sampler.clip_denoised), or None."""
-    clip_range = model.tokenizer.clip_range
-    return max(abs(v) for v in clip_range) if cfg.clip_denoised and clip_range else None
-
-
-def _reveal(model, features, reveal, tokens, cfg, guidance, temperature, generator, batch):
+def _reveal(head_sampler: HeadSampler, features, reveal, tokens, guidance, temperature,
+            generator, batch):
     """Sample the revealed tokens (as one batch through the head) and write them into `tokens`."""
     z = features[:batch][reveal]  # (n, W), position-major within each sample
     z_uncond = features[batch:][reveal] if features.shape[0] > batch else None
-    clip_x0 = head_clip_x0(model, cfg)
-    if cfg.head == "sun":  # one adapter pass per solver step gives the guided eps
-        values = model.sun_head.sample(model.head, z, z_uncond, cfg_scale=guidance,
-                                       temperature=temperature, num_steps=cfg.num_sampling_steps,
-                                       generator=generator, clip_x0=clip_x0,
-                                       stochastic=cfg.head_solver == "sde")
-    elif cfg.head == "dpm":  # the frozen head under the same few-step solver, CFG on 2n rows
-        from core.sun.head import sample_dpm
-
-        values = sample_dpm(model.head, z, z_uncond, cfg_scale=guidance, temperature=temperature,
-                            num_steps=cfg.num_sampling_steps or model.head.num_sampling_steps,
-                            generator=generator, clip_x0=clip_x0,
-                            stochastic=cfg.head_solver == "sde")
-    else:
-        values = model.head.sample(z, z_uncond=z_uncond, cfg_scale=guidance,
-                                   temperature=temperature, num_steps=cfg.num_sampling_steps,
-                                   generator=generator, clip_x0=clip_x0)
+    values = head_sampler(z, z_uncond, cfg_scale=guidance, temperature=temperature,
+                          generator=generator)
     tokens[reveal] = values.to(tokens.dtype)
 
 
@@ -87,7 +67,8 @@ def _double(x: torch.Tensor, guided: bool) -> torch.Tensor:
     return torch.cat([x, x]) if guided else x
 
 
-def _generate_causal(model, cond, num_frames, cfg, generator, context, context_mask, guided):
+def _generate_causal(model, cond, num_frames, cfg, generator, context, context_mask, guided,
+                     head_sampler):
     batch, num_cond, height, width, dim = cond.shape
     per_frame = height * width
     temperatures = frame_temperatures(cfg, num_frames - num_cond)
@@ -115,7 +96,7 @@ def _generate_causal(model, cond, num_frames, cfg, generator, context, context_m
                 features = model.backbone(_double(x, guided), _double(m, guided), f, context,
                                           context_mask, cache)[:, 0]
             next_masked = mask_by_order(orders, still_masked)
-            _reveal(model, features, masked & ~next_masked, current, cfg,
+            _reveal(head_sampler, features, masked & ~next_masked, current,
                     cfg_at(cfg, per_frame, still_masked), temperatures[f - num_cond], generator,
                     batch)
             masked = next_masked
@@ -129,7 +110,8 @@ def _generate_causal(model, cond, num_frames, cfg, generator, context, context_m
     return torch.stack(frames, dim=1)
 
 
-def _generate_joint(model, cond, num_frames, cfg, generator, context, context_mask, guided):
+def _generate_joint(model, cond, num_frames, cfg, generator, context, context_mask, guided,
+                    head_sampler):
     batch, num_cond, height, width, dim = cond.shape
     per_frame = height * width
     num_generated = num_frames - num_cond
@@ -150,7 +132,7 @@ def _generate_joint(model, cond, num_frames, cfg, generator, context, context_ma
                                   context_mask)[:, num_cond:].flatten(1, 2)
         next_masked = mask_by_order(orders, still_masked)
         reveal = masked & ~next_masked
-        _reveal(model, features, reveal, current, cfg, cfg_at(cfg, total, still_masked),
+        _reveal(head_sampler, features, reveal, current, cfg_at(cfg, total, still_masked),
                 token_temperature[reveal][:, None], generator, batch)  # (n, 1) per-token
         if clip_range is not None:  # as in the causal path: clipped before later steps see them
             clip = reveal & after_first
@@ -160,35 +142,14 @@ def _generate_joint(model, cond, num_frames, cfg, generator, context, context_ma
     return torch.cat([cond, video], dim=1)
 
 
-def _ensure_sun_head(model, cfg: SamplerConfig) -> None:
-    """sampler.head=sun: use the installed adapter, else load sampler.head_adapter."""
-    from core.sun import head as sun_head  # lazy: diffusers' solver, only for this head
-
-    if cfg.head_adapter:
-        adapter = sun_head.installed(model)
-        if adapter is None or getattr(adapter, "source", None) != cfg.head_adapter:
-            adapter = sun_head.load_adapter(model.head, cfg.head_adapter)
-            adapter.source = cfg.head_adapter
-            sun_head.install(model, adapter)
-    elif sun_head.installed(model) is None:
-        raise ValueError("sampler.head=sun but no SUN head adapter: set sampler.head_adapter to "
-                         "a file from core.sun.head (ablations/run.py distils one), or call "
-                         "core.sun.head.install(model, adapter)")
-    adapter = sun_head.installed(model)
-    if next(adapter.parameters()).device != model.mask_token.device:  # model moved after install
-        sun_head.install(model, adapter)
-    adapter.check_guidance(cfg.cfg_scale)
-    trained = (getattr(adapter, "info", None) or {}).get("student_steps")
-    if trained is not None and trained != cfg.num_sampling_steps:
-        warnings.warn(f"the SUN head adapter was distilled for {trained} steps but samples with "
-                      f"sampler.num_sampling_steps={cfg.num_sampling_steps}; distil one for "
-                      "these steps", stacklevel=3)
-
-
 @torch.no_grad()
 def sample_latents(model, cond_tokens: torch.Tensor, num_frames: int, cfg: SamplerConfig,
-                   generator: torch.Generator, captions: Optional[Sequence[str]] = None) -> torch.Tensor:
-    """Continue conditioning tokens (B, Tc, h, w, D) to (B, num_frames, h, w, D)."""
+                   generator: torch.Generator, captions: Optional[Sequence[str]] = None, *,
+                   head_hook: Optional[HeadHook] = None) -> torch.Tensor:
+    """Continue conditioning tokens (B, Tc, h, w, D) to (B, num_frames, h, w, D).
+
+    head_hook(z, z_uncond, cfg_scale), if given, sees every guided head call (core/head_sampler.py).
+    """
     num_cond = cond_tokens.shape[1]
     if not num_cond < num_frames:
         raise ValueError(f"num_frames={num_frames} must exceed the {num_cond} conditioning frames")
@@ -202,8 +163,7 @@ def sample_latents(model, cond_tokens: torch.Tensor, num_frames: int, cfg: Sampl
     guided = cfg.cfg_scale != 1.0
     if guided and model.text_encoder is None:
         raise ValueError("cfg_scale != 1 needs a text-conditioned model (model.text_dim > 0)")
-    if cfg.head == "sun":
-        _ensure_sun_head(model, cfg)
+    head_sampler = build_head_sampler(model, cfg, head_hook)
     batch = cond_tokens.shape[0]
     context, context_mask = model.encode_context(captions, batch)
     if guided:  # [conditional; unconditional] halves
@@ -211,7 +171,8 @@ def sample_latents(model, cond_tokens: torch.Tensor, num_frames: int, cfg: Sampl
         context, context_mask = torch.cat([context, null]), torch.cat([context_mask, null_mask])
     cfg = dataclasses.replace(cfg, use_kv_cache=use_cache)
     generate = _generate_causal if causal else _generate_joint
-    return generate(model, cond_tokens, num_frames, cfg, generator, context, context_mask, guided)
+    return generate(model, cond_tokens, num_frames, cfg, generator, context, context_mask, guided,
+                    head_sampler)
 
 
 def sample_video(model, first_frame: torch.Tensor, num_frames: int, *, use_kv_cache: bool = True,

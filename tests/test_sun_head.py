@@ -1,5 +1,6 @@
-"""SUN on VideoMAR's per-token head (core/sun/head.py): adapter identity, one-pass guidance,
-the solver, distillation, weights-only save/load and the sampler's `head` option."""
+"""SUN on VideoMAR's per-token head (core/sun/solver.py, head_adapter.py, head_distill.py and
+core/head_sampler.py): adapter identity, one-pass guidance, the solver, distillation,
+weights-only save/load, the sampler's `head` option and its head hook."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from core.data import build_dataset
 from core.diffusion_head import DiffusionHead
 from core.model import VideoMAR
 from core.sampler import sample_latents
-from core.sun import head as sun_head
+from core.sun import head_adapter, head_distill, solver
 
 TOKEN_DIM, COND_DIM = 6, 10
 
@@ -34,7 +35,7 @@ def _conditions(n: int = 12, seed: int = 1):
 
 def test_fresh_adapter_with_equal_conditions_is_the_plain_head():
     head = _head()
-    adapter = sun_head.SUNHeadAdapter(head.net, cfg_max=3.0)
+    adapter = head_adapter.SUNHeadAdapter(head.net, cfg_max=3.0)
     z, _ = _conditions()
     x = torch.randn(z.shape[0], TOKEN_DIM)
     for t, w in [(999, 3.0), (400, 1.0), (20, 2.2)]:
@@ -49,23 +50,23 @@ def test_guided_eps_of_the_teacher_is_cfg_and_the_student_uses_one_pass():
     z, z_u = _conditions()
     x, t = torch.randn(z.shape[0], TOKEN_DIM), torch.tensor([500])
     eps_c, eps_u = head.net(x, t, z)[:, :TOKEN_DIM], head.net(x, t, z_u)[:, :TOKEN_DIM]
-    guided = sun_head.cfg_eps_fn(head, z, z_u, torch.tensor(2.5))(x, t)
+    guided = solver.cfg_eps_fn(head, z, z_u, torch.tensor(2.5))(x, t)
     torch.testing.assert_close(guided, eps_u + 2.5 * (eps_c - eps_u), rtol=1e-5, atol=1e-5)
     w = torch.linspace(1.0, 3.0, z.shape[0])  # per-token scales, (N,) or (N, 1)
     for shape in [(-1,), (-1, 1)]:
-        per_token = sun_head.cfg_eps_fn(head, z, z_u, w.reshape(shape))(x, t)
+        per_token = solver.cfg_eps_fn(head, z, z_u, w.reshape(shape))(x, t)
         torch.testing.assert_close(per_token, eps_u + w[:, None] * (eps_c - eps_u), rtol=1e-5,
                                    atol=1e-5)
 
     rows = []
     hook = head.net.register_forward_hook(lambda m, args, out: rows.append(out.shape[0]))
-    adapter = sun_head.SUNHeadAdapter(head.net, cfg_max=3.0)
+    adapter = head_adapter.SUNHeadAdapter(head.net, cfg_max=3.0)
     adapter.sample(head, z, z_u, cfg_scale=3.0, num_steps=4,
                    generator=torch.Generator().manual_seed(0))
     assert rows == [z.shape[0]] * 4  # 4 steps, one pass of N rows each (CFG folded in)
     rows.clear()
-    sun_head.sample_dpm(head, z, z_u, cfg_scale=3.0, num_steps=4,
-                        generator=torch.Generator().manual_seed(0))
+    solver.sample_dpm(head, z, z_u, cfg_scale=3.0, num_steps=4,
+                      generator=torch.Generator().manual_seed(0))
     assert rows == [2 * z.shape[0]] * 4  # the frozen head needs [cond; uncond]
     hook.remove()
 
@@ -76,26 +77,26 @@ def test_solver_converges_to_the_many_step_solution():
     cond = head.net.cond_embed(z)
     eps_fn = lambda x, t: head.net(x, t, None, cond)[:, :TOKEN_DIM]  # noqa: E731
     x_T = torch.randn(z.shape[0], TOKEN_DIM, generator=torch.Generator().manual_seed(3))
-    ref, traj = sun_head.solve(eps_fn, head, x_T, 200, record=True)
+    ref, traj = solver.solve(eps_fn, head, x_T, 200, record=True)
     assert traj["states"].shape == (z.shape[0], 200, TOKEN_DIM)
-    errors = [(sun_head.solve(eps_fn, head, x_T, n)[0] - ref).abs().mean().item()
+    errors = [(solver.solve(eps_fn, head, x_T, n)[0] - ref).abs().mean().item()
               for n in (4, 20, 100)]
     assert errors[0] > errors[1] > errors[2]
-    clipped, _ = sun_head.solve(eps_fn, head, x_T, 4, clip_x0=0.5)
+    clipped, _ = solver.solve(eps_fn, head, x_T, 4, clip_x0=0.5)
     assert clipped.abs().max() <= 0.5 + 1e-5  # the last step lands on the clamped x0
 
     def sde(seed):
         g = torch.Generator().manual_seed(seed)
-        return sun_head.solve(eps_fn, head, x_T, 4, noise=lambda: torch.randn(
+        return solver.solve(eps_fn, head, x_T, 4, noise=lambda: torch.randn(
             x_T.shape, generator=g))[0]
     torch.testing.assert_close(sde(0), sde(0))  # the noise comes only from the given function
     assert not torch.allclose(sde(0), sde(1))
-    assert not torch.allclose(sde(0), sun_head.solve(eps_fn, head, x_T, 4)[0])
+    assert not torch.allclose(sde(0), solver.solve(eps_fn, head, x_T, 4)[0])
 
 
 def test_temperature_scales_x_T_and_seeds_are_deterministic():
     head = _head()
-    adapter = sun_head.SUNHeadAdapter(head.net, cfg_max=3.0)
+    adapter = head_adapter.SUNHeadAdapter(head.net, cfg_max=3.0)
     z, z_u = _conditions()
 
     def draw(seed, temperature=1.0, stochastic=False):
@@ -130,23 +131,23 @@ def test_distillation_brings_the_4_step_student_to_the_teacher():
     g = torch.Generator().manual_seed(0)
     clips = [(model.tokenizer.encode(b["video"][:, :1]), 3)
              for b in torch.utils.data.DataLoader(data, batch_size=2)][:1]
-    pool = sun_head.teacher_pool(model, clips, [["a red circle"] * 2], sampler, cfg, 3.0, None,
-                                 4, g)
+    pool = head_distill.teacher_pool(model, clips, [["a red circle"] * 2], sampler, cfg, 3.0,
+                                     None, 4, g)
     assert pool["targets"].shape == (pool["z"].shape[0], 4, model.cfg.token_dim)
     assert torch.allclose(pool["targets"][:, -1], pool["final"])
     # The targets are the teacher's ODE at the student's timesteps (749, 499, 249, 0): the same
     # guided ODE solved in only 4 steps lands near each of them, far nearer than its spread.
-    teacher_fn = sun_head.cfg_eps_fn(model.head, pool["z"], pool["z_uncond"], pool["guidance"])
+    teacher_fn = solver.cfg_eps_fn(model.head, pool["z"], pool["z_uncond"], pool["guidance"])
     with torch.no_grad():
-        _, coarse = sun_head.solve(teacher_fn, model.head, pool["noise"], 4)
+        _, coarse = solver.solve(teacher_fn, model.head, pool["noise"], 4)
     err = (coarse["after"] - pool["targets"]).pow(2).mean(dim=(0, 2))
     spread = pool["targets"].var(dim=0).mean(dim=-1)
     assert bool((err < 0.1 * spread).all()), (err, spread)
     weights = {k: v.clone() for k, v in model.head.state_dict().items()}
-    before = sun_head.SUNHeadAdapter(model.head.net, 3.0)
-    trained, curves = sun_head.distill(model, pool, HeadDistillConfig(steps=60, batch_cfg=64,
-                                                                      batch_msc=32, lr=3e-3),
-                                       3.0, 4, None, g, log=lambda s: None)
+    before = head_adapter.SUNHeadAdapter(model.head.net, 3.0)
+    distill_cfg = HeadDistillConfig(steps=60, batch_cfg=64, batch_msc=32, lr=3e-3)
+    trained, curves = head_distill.distill(model, pool, distill_cfg, 3.0, 4, None, g,
+                                           log=lambda s: None)
     for k, v in model.head.state_dict().items():  # the head is frozen: only the adapter trains
         torch.testing.assert_close(v, weights[k], rtol=0, atol=0)
     assert all(p.requires_grad for p in model.head.parameters())  # and unfrozen again after
@@ -154,7 +155,7 @@ def test_distillation_brings_the_4_step_student_to_the_teacher():
     def gap(adapter):
         fn = adapter.eps_fn(model.head, pool["z"], pool["z_uncond"], pool["guidance"])
         with torch.no_grad():
-            out, _ = sun_head.solve(fn, model.head, pool["noise"], 4)
+            out, _ = solver.solve(fn, model.head, pool["noise"], 4)
         return (out - pool["final"]).pow(2).mean().item()
 
     assert gap(trained) < 0.8 * gap(before)
@@ -164,7 +165,7 @@ def test_distillation_brings_the_4_step_student_to_the_teacher():
 def test_teacher_grid_must_contain_the_students():
     model, data, sampler, cfg = _setup(teacher_steps=25)
     with pytest.raises(ValueError, match="not on the teacher's grid"):
-        sun_head.distill_for_model(model, data, sampler, cfg, seed=0, log=lambda s: None)
+        head_distill.distill_for_model(model, data, sampler, cfg, seed=0, log=lambda s: None)
 
 
 def test_sampler_head_option_save_load_and_errors(tmp_path):
@@ -172,16 +173,17 @@ def test_sampler_head_option_save_load_and_errors(tmp_path):
     cond = model.tokenizer.encode(data[0]["video"][None, :1])
     with pytest.raises(ValueError, match="no SUN head adapter"):
         sample_latents(model, cond, 3, sampler, torch.Generator(), ["x"])
-    adapter, info = sun_head.distill_for_model(model, data, sampler,
-                                               HeadDistillConfig(**{**cfg.__dict__, "steps": 2}),
-                                               seed=0, log=lambda s: None)
+    adapter, info = head_distill.distill_for_model(
+        model, data, sampler, HeadDistillConfig(**{**cfg.__dict__, "steps": 2}), seed=0,
+        log=lambda s: None)
     assert info["student_steps"] == 4 and info["cfg_max"] == 3.0
     path = tmp_path / "head.safetensors"
     adapter.save(path, info, head=model.head)
-    sun_head.install(model, adapter)
-    assert not any(n.startswith(sun_head.ATTR) for n in model.state_dict())  # not in checkpoints
+    head_adapter.install(model, adapter)
+    assert not any(n.startswith(head_adapter.ATTR)
+                   for n in model.state_dict())  # not in checkpoints
     first = sample_latents(model, cond, 3, sampler, torch.Generator().manual_seed(0), ["x"])
-    sun_head.remove(model)
+    head_adapter.remove(model)
     from_file = SamplerConfig(**{**sampler.__dict__, "head_adapter": str(path)})
     second = sample_latents(model, cond, 3, from_file, torch.Generator().manual_seed(0), ["x"])
     torch.testing.assert_close(first, second)
@@ -189,13 +191,13 @@ def test_sampler_head_option_save_load_and_errors(tmp_path):
     assert sample_latents(model, cond, 3, dpm, torch.Generator(), ["x"]).shape == first.shape
 
     with pytest.raises(FileNotFoundError, match="distil one"):
-        sun_head.load_adapter(model.head, tmp_path / "missing.safetensors")
+        head_adapter.load_adapter(model.head, tmp_path / "missing.safetensors")
     (tmp_path / "bad.safetensors").write_bytes(path.read_bytes()[:100])
     with pytest.raises(ValueError, match="delete it and distil again"):
-        sun_head.load_adapter(model.head, tmp_path / "bad.safetensors")
+        head_adapter.load_adapter(model.head, tmp_path / "bad.safetensors")
     other = DiffusionHead(model.cfg.token_dim, model.cfg.width, depth=1, width=48)
     with pytest.raises(ValueError, match="does not fit"):
-        sun_head.load_adapter(other, path)
+        head_adapter.load_adapter(other, path)
     with pytest.warns(UserWarning, match="distilled for 4 steps"):
         sample_latents(model, cond, 3, SamplerConfig(**{**from_file.__dict__,
                                                        "num_sampling_steps": 8}),
@@ -203,7 +205,7 @@ def test_sampler_head_option_save_load_and_errors(tmp_path):
     with torch.no_grad():  # other head weights than the ones it was distilled from
         model.head.net.input_proj.bias.add_(0.1)
     with pytest.warns(UserWarning, match="other head weights"):
-        sun_head.load_adapter(model.head, path)
+        head_adapter.load_adapter(model.head, path)
     too_strong = SamplerConfig(**{**from_file.__dict__, "cfg_scale": 5.0})
     with pytest.raises(ValueError, match="cfg_max"):
         sample_latents(model, cond, 3, too_strong, torch.Generator(), ["x"])
@@ -220,3 +222,29 @@ def test_head_config_errors():
         SamplerConfig(head_solver="euler")
     with pytest.raises(ConfigError, match="lambda_msc"):
         HeadDistillConfig(lambda_msc=-1)
+
+
+def test_head_hook_sees_every_guided_head_call_and_changes_nothing():
+    model, data, _, _ = _setup()
+    cond = model.tokenizer.encode(data[0]["video"][None, :1])
+    head_calls = []
+    model.head.sample = lambda *a, **kw: (head_calls.append(kw["cfg_scale"]),
+                                          type(model.head).sample(model.head, *a, **kw))[1]
+    try:
+        for head, guidance in [("ddpm", 3.0), ("dpm", 3.0), ("ddpm", 1.0)]:
+            sampler = SamplerConfig(head=head, num_sampling_steps=4, cfg_scale=guidance,
+                                    num_iter=2)
+            plain = sample_latents(model, cond, 3, sampler, torch.Generator().manual_seed(0),
+                                   ["x"])
+            head_calls.clear()
+            records = []
+            hooked = sample_latents(model, cond, 3, sampler, torch.Generator().manual_seed(0),
+                                    ["x"], head_hook=lambda z, z_u, w: records.append(
+                                        (z.shape, z_u.shape, w)))
+            assert torch.equal(plain, hooked)  # the hook only observes
+            assert len(records) == (4 if guidance != 1.0 else 0)  # 2 frames x 2 iterations
+            if head == "ddpm":  # exactly the guided calls of the DDPM head, with their scales
+                assert [w for *_, w in records] == head_calls[:len(records)]
+            assert all(s == u for s, u, _ in records)
+    finally:
+        del model.head.sample

@@ -8,6 +8,14 @@
     distill.py     the training reconstruction: CFG distillation + multi-step consistency
     evaluate.py    held-out evaluation suites, the compared samplers, metrics
     config.py      SunConfig: the full (`make sun`) and quick sizes
+    optim.py       shared training helpers: cosine learning rate, clipped step, progress logs
 
-The entry point is bench/sun.py. Background: SpeedUpNet, Chai et al., arXiv 2312.08887.
+SUN on VideoMAR's per-token diffusion head (sampler.head=dpm|sun, core/head_sampler.py):
+
+    solver.py        DPM-Solver++ (ODE/SDE) over the head's schedule, the frozen head's CFG eps
+    head_adapter.py  the SUN head adapter; install/remove, weights-only save/load
+    head_distill.py  recording the teacher's conditions, CFG + MSC distillation of the adapter
+
+The UNet testbed's entry point is bench/sun.py. Background: SpeedUpNet, Chai et al., arXiv
+2312.08887; VideoMAR, arXiv 2506.14168.
 """

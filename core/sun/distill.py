@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from core.sun import adapter as sun_adapter
 from core.sun import teacher as sun_teacher
 from core.sun import testbed
+from core.sun.optim import cosine_lr, log_progress, optimizer_step
 
 
 @dataclass(kw_only=True)
@@ -162,8 +163,7 @@ def train_adapter(unet, adapter: sun_adapter.SUNAdapter, encoder, cache: dict,
     curves: dict[str, list[float]] = {"cfg": [], "msc": []}
     for step in range(cfg.num_steps):
         for group in opt.param_groups:  # cosine decay to 10%
-            group["lr"] = sun_teacher.cosine_lr(step, cfg.lr, cfg.num_steps // 10 + 1,
-                                                cfg.num_steps)
+            group["lr"] = cosine_lr(step, cfg.lr, cfg.num_steps // 10 + 1, cfg.num_steps)
         idx = torch.randint(n, (cfg.batch_cfg,), generator=generator)
         k = torch.randint(num_states, (cfg.batch_cfg,), generator=generator)
         x_k, t_k = cache["states"][idx, k], cache["timesteps"][k]
@@ -179,22 +179,3 @@ def train_adapter(unet, adapter: sun_adapter.SUNAdapter, encoder, cache: dict,
         curves["cfg"].append(loss_cfg.item())
         log_progress(curves, step, cfg.num_steps, log, "adapter")
     return curves
-
-
-def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list,
-                   max_norm: float = 1.0) -> None:
-    """One adapter update: backward, clip the gradient norm to `max_norm`, step."""
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, max_norm)
-    opt.step()
-
-
-def log_progress(curves: dict[str, list[float]], step: int, num_steps: int,
-                 log: Callable[[str], None], tag: str) -> None:
-    """At each quarter of training, log the mean CFG (and MSC) loss of that quarter."""
-    w = max(1, num_steps // 4)
-    if (step + 1) % w:
-        return
-    msc = f" msc {sum(curves['msc'][-w:]) / w:.4f}" if curves["msc"] else ""
-    log(f"  [{tag}] step {step + 1}/{num_steps} cfg {sum(curves['cfg'][-w:]) / w:.4f}{msc}")

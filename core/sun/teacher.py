@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
 
 from core.sun import testbed
+from core.sun.optim import cosine_lr
 
 NUM_TRAIN_TIMESTEPS = 1000
 BETA_SCHEDULE = "linear"
@@ -138,14 +139,6 @@ def plain_eps_fn(unet: UNet2DConditionModel, context: torch.Tensor) -> EpsFn:
 
 
 # ----------------------------------------------------------------------------- training
-
-
-def cosine_lr(step: int, cfg_lr: float, warmup: int, num_steps: int) -> float:
-    """Linear warmup, then cosine decay to 10%."""
-    if step < warmup:
-        return cfg_lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, num_steps - warmup)
-    return cfg_lr * (0.1 + 0.45 * (1 + torch.cos(torch.tensor(progress * torch.pi)).item()))
 
 
 def train_denoiser(unet: UNet2DConditionModel, encoder: testbed.TextEncoder, cfg: TeacherConfig,

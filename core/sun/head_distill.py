@@ -1,0 +1,185 @@
+"""Distilling the SUN head adapter (head_adapter.py) from VideoMAR's frozen per-token head.
+
+SUN's training (arXiv 2312.08887, sec. 3: CFG distillation plus the multi-step consistency loss,
+MSC) on the head of VideoMAR (arXiv 2506.14168), as core/sun/distill.py does for the UNet:
+conditions (z_cond, z_uncond) are recorded from the teacher sampler itself on training clips
+(through sample_latents' head hook); for each, a guidance scale w ~ U[1, cfg_max] and x_T; the
+frozen head's CFG ODE trajectory (DPM-Solver++, 40 steps, whose grid contains the student's 4)
+is cached. L_cfg matches the student's eps to the teacher's guided eps at cached states; L_msc
+matches the student's own 4-step rollout (autograd through the solver) to the teacher's states
+at the student's timesteps. Only the adapter trains.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from core.config import HeadDistillConfig, SamplerConfig
+from core.diffusion_head import DiffusionHead
+from core.head_sampler import head_clip_x0
+from core.sampler import sample_latents
+from core.sun.head_adapter import SUNHeadAdapter
+from core.sun.optim import cosine_lr, log_progress, optimizer_step
+from core.sun.solver import cfg_eps_fn, make_scheduler, solve
+
+DISTILL_SEED_OFFSET = 2_000_029  # keeps distillation draws apart from training/eval draws
+
+
+def check_grids(head: DiffusionHead, student_steps: int, teacher_steps: int) -> None:
+    """The student's timesteps must lie on the teacher's (checked before any teacher work)."""
+    student = make_scheduler(head, student_steps).timesteps.tolist()
+    teacher = set(make_scheduler(head, teacher_steps).timesteps.tolist())
+    missing = [t for t in student if t not in teacher]
+    if missing:
+        raise ValueError(f"head_distill.teacher_steps={teacher_steps}: the student's "
+                         f"timesteps {missing} are not on the teacher's grid; use a multiple of "
+                         f"{student_steps} that divides the grid evenly (e.g. 40 for 4 steps)")
+
+
+@torch.no_grad()
+def teacher_pool(model, clips: list, captions: list, sampler: SamplerConfig,
+                 cfg: HeadDistillConfig, cfg_max: float, clip_x0: Optional[float],
+                 student_steps: int, generator: torch.Generator) -> dict:
+    """Record conditions from the teacher sampler on `clips`, then cache CFG trajectories.
+
+    clips: conditioning token tensors (B, Tc, h, w, D) with their frame counts; see `distill`.
+    `generator` must be a CPU generator (pool draws are made on the CPU, then moved).
+    """
+    check_grids(model.head, student_steps, cfg.teacher_steps)
+    teacher = SamplerConfig(**{**sampler.__dict__, "head": "ddpm", "head_adapter": None,
+                               "num_sampling_steps": cfg.teacher_sampling_steps})
+    records: list[tuple[Tensor, Tensor, float]] = []
+
+    def record(z: Tensor, z_uncond: Tensor, cfg_scale: float) -> None:
+        records.append((z.detach().cpu(), z_uncond.detach().cpu(), float(cfg_scale)))
+
+    for (cond, frames), caps in zip(clips, captions):
+        sample_latents(model, cond, frames, teacher, generator, caps, head_hook=record)
+    if not records:
+        raise RuntimeError("the teacher sampler never ran the head with CFG: distillation needs "
+                           "sampler.cfg_scale != 1 and a text-conditioned model")
+    z = torch.cat([r[0] for r in records])
+    z_u = torch.cat([r[1] for r in records])
+    pick = torch.randperm(z.shape[0], generator=generator)[:cfg.pool_size]
+    z, z_u = z[pick].float(), z_u[pick].float()
+    n = z.shape[0]
+    head = model.head
+    device = next(head.parameters()).device
+    z, z_u = z.to(device), z_u.to(device)
+    w = 1.0 + (cfg_max - 1.0) * torch.rand(n, 1, generator=generator)
+    x_T = torch.randn(n, head.token_dim, generator=generator)
+    w, x_T = w.to(device), x_T.to(device)
+    final, traj = solve(cfg_eps_fn(head, z, z_u, w), head, x_T, cfg.teacher_steps, clip_x0,
+                        record=True)
+    student_t = make_scheduler(head, student_steps).timesteps
+    teacher_t = traj["timesteps"]
+    # The teacher's state after each student step: at the student's next timestep, then x_0.
+    index = [teacher_t.tolist().index(int(t)) for t in student_t[1:]]
+    targets = torch.cat([traj["states"][:, index], final[:, None]], dim=1)
+    return {"z": z, "z_uncond": z_u, "guidance": w, "noise": x_T, "final": final,
+            "timesteps": teacher_t, "states": traj["states"], "eps": traj["eps"],
+            "targets": targets, "num_recorded": len(records)}
+
+
+def distill(model, pool: dict, cfg: HeadDistillConfig, cfg_max: float, student_steps: int,
+            clip_x0: Optional[float], generator: torch.Generator,
+            log: Callable[[str], None] = print) -> tuple[SUNHeadAdapter, dict]:
+    """Train a SUNHeadAdapter on the cached teacher pool; returns it and the loss curves."""
+    head = model.head
+    device = next(head.parameters()).device
+    frozen = [p.requires_grad for p in head.parameters()]
+    head.requires_grad_(False)
+    adapter = SUNHeadAdapter(head.net, cfg_max).to(device)
+    params = [p for p in adapter.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    n, num_states = pool["z"].shape[0], pool["states"].shape[1]
+    curves: dict[str, list[float]] = {"cfg": [], "msc": []}
+    start = time.perf_counter()
+    try:
+        for step in range(cfg.steps):
+            for group in opt.param_groups:  # cosine decay to 10%, no warmup
+                group["lr"] = cosine_lr(step, cfg.lr, 0, cfg.steps)
+            i = torch.randint(n, (cfg.batch_cfg,), generator=generator).to(device)
+            k = torch.randint(num_states, (cfg.batch_cfg,), generator=generator).to(device)
+            x_k, t_k = pool["states"][i, k], pool["timesteps"].to(device)[k]
+            cond = adapter.condition(head.net, pool["z"][i], pool["z_uncond"][i], t_k,
+                                     pool["guidance"][i])
+            eps = head.net(x_k, t_k, None, cond)[:, :head.token_dim]
+            loss_cfg = F.mse_loss(eps, pool["eps"][i, k])
+            loss = loss_cfg
+            if cfg.lambda_msc > 0:
+                j = torch.randint(n, (cfg.batch_msc,), generator=generator).to(device)
+                eps_fn = adapter.eps_fn(head, pool["z"][j], pool["z_uncond"][j],
+                                        pool["guidance"][j])
+                _, rollout = solve(eps_fn, head, pool["noise"][j], student_steps, clip_x0)
+                loss_msc = F.mse_loss(rollout["after"], pool["targets"][j])
+                loss = loss + cfg.lambda_msc * loss_msc
+                curves["msc"].append(loss_msc.item())
+            optimizer_step(opt, loss, params)
+            curves["cfg"].append(loss_cfg.item())
+            log_progress(curves, step, cfg.steps, log, "sun head")
+    finally:
+        for p, g in zip(head.parameters(), frozen):
+            p.requires_grad_(g)
+    adapter.eval()
+    curves["seconds"] = time.perf_counter() - start
+    return adapter, curves
+
+
+def distill_for_model(model, dataset, sampler: SamplerConfig, cfg: HeadDistillConfig, *,
+                      seed: int, batch_size: int = 8,
+                      log: Callable[[str], None] = print) -> tuple[SUNHeadAdapter, dict]:
+    """Record conditions on the first cfg.num_clips clips of `dataset`, cache the teacher's
+    trajectories and distil an adapter for `sampler` (its cfg_scale, steps and x0 clipping)."""
+    from torch.utils.data import DataLoader
+
+    device = model.mask_token.device
+    generator = torch.Generator().manual_seed(DISTILL_SEED_OFFSET + seed)
+    cfg_max = cfg.cfg_max if cfg.cfg_max is not None else sampler.cfg_scale
+    if sampler.cfg_scale > cfg_max:
+        raise ValueError(f"head_distill.cfg_max={cfg_max:g} is below sampler.cfg_scale="
+                         f"{sampler.cfg_scale:g}: raise it or leave it null")
+    check_grids(model.head, sampler.num_sampling_steps, cfg.teacher_steps)
+    clip_x0 = head_clip_x0(model, sampler)
+    num_cond = model.cfg.num_cond_frames
+    clips, captions, seen = [], [], 0
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        if seen >= cfg.num_clips:
+            break
+        video = batch["video"][: cfg.num_clips - seen].to(device)
+        clips.append((model.tokenizer.encode(video[:, :num_cond]), video.shape[1]))
+        captions.append(list(batch["caption"][: video.shape[0]]))
+        seen += video.shape[0]
+    if not clips:
+        raise ValueError("head distillation got an empty dataset: it needs training clips")
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    try:
+        pool = teacher_pool(model, clips, captions, sampler, cfg, cfg_max, clip_x0,
+                            sampler.num_sampling_steps, generator)
+        pool_s = time.perf_counter() - start
+        log(f"  [sun head] teacher pool: {pool['z'].shape[0]} tokens from "
+            f"{pool['num_recorded']} head calls in {pool_s:.1f} s")
+        adapter, curves = distill(model, pool, cfg, cfg_max, sampler.num_sampling_steps,
+                                  clip_x0, generator, log)
+    finally:
+        model.train(was_training)
+    info = {"pool_s": pool_s, "distill_s": curves["seconds"], "pool_tokens": pool["z"].shape[0],
+            "final_cfg_loss": _tail_mean(curves["cfg"]),
+            "final_msc_loss": _tail_mean(curves["msc"]),
+            "cfg_max": cfg_max, "student_steps": sampler.num_sampling_steps}
+    adapter.info = info
+    return adapter, info
+
+
+def _tail_mean(values: list[float], frac: float = 0.1) -> Optional[float]:
+    if not values:
+        return None
+    tail = values[-max(1, int(len(values) * frac)):]
+    return sum(tail) / len(tail)

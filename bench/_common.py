@@ -148,12 +148,17 @@ def bench_config(name: str, args: argparse.Namespace, model_cfg=None, variant: s
 
 
 def finish(name: str, args: argparse.Namespace, config: dict, metrics: dict, wall_time_s: float,
-           table: str) -> dict:
-    """Print the table, append the bench row (unless --no-results), print the JSON last line."""
+           table: str, headline: Sequence[str] = ()) -> dict:
+    """Print the table, append the bench row (unless --no-results), print the JSON last line.
+
+    `headline`: the metrics paper_tables/<name>.md shows (the row's "columns"); `make tables`
+    writes every metric to paper_tables/<name>.csv.
+    """
     print(table)
     if not args.no_results:
         row = make_row(config, kind="bench", status="ok", metrics=metrics,
-                       wall_time_s=round(wall_time_s, 3), factor="bench")
+                       wall_time_s=round(wall_time_s, 3), factor="bench",
+                       **({"columns": list(headline)} if headline else {}))
         append_row(args.results, row)
         print(f"appended a kind=bench row (table={name}) to {args.results}", file=sys.stderr)
     sys.stdout.flush()

@@ -52,6 +52,13 @@ COSMOS_CLIPS, COSMOS_GPUS, COSMOS_MONTHS = 100e6, 10_000, 3.0
 HOURS_PER_MONTH = 730.0
 
 
+# The columns of paper_tables/cost.md (the question this bench answers); every metric goes
+# to paper_tables/cost.csv.
+HEADLINE = ("params", "train_flops_curriculum", "train_flops_no_curriculum", "curriculum_saving",
+            "mfu", "gpu_hours_curriculum", "gpu_hours_no_curriculum",
+            "videomar_gpu_hours_implied")
+
+
 def parse_stages(text: str) -> list[tuple[int, int, int, float]]:
     stages = []
     for part in text.split(","):
@@ -192,7 +199,8 @@ def main(argv=None) -> dict:
     }
     variant = f"{args.preset} on {args.gpu}, MFU {mfu:.2f}"
     config = bench_config("cost", args, dataclasses.replace(cfg), variant=variant)
-    return finish("cost", args, config, metrics, meter.wall, "\n".join(lines))
+    return finish("cost", args, config, metrics, meter.wall, "\n".join(lines),
+                  headline=HEADLINE)
 
 
 if __name__ == "__main__":

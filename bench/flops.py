@@ -35,6 +35,13 @@ from core.sampler import sample_latents
 from core.train import build_optimizer, derive_seed
 
 
+# The columns of paper_tables/flops.md (the question this bench answers); every metric goes
+# to paper_tables/flops.csv.
+HEADLINE = ("train_step_gflop_analytic", "train_analytic_over_measured", "train_mfu",
+            "train_step_ms_median", "train_head_share", "gen_frame1_gflop_cached",
+            "gen_analytic_over_measured_cached", "gen_frame1_head_share")
+
+
 def make_step(model, optimizer, tokens, captions, grad_clip: float):
     def step(draws):
         loss = model(tokens, captions, draws)
@@ -171,7 +178,8 @@ def main(argv=None) -> dict:
     if args.window:
         variant += f" window {args.window}"
     config = bench_config("flops", args, cfg, variant=variant)
-    return finish("flops", args, config, metrics, meter.wall, table)
+    return finish("flops", args, config, metrics, meter.wall, table,
+                  headline=HEADLINE)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ writes and prints. Outputs in --out (default: the results file's directory), per
 - `sun.md`/`.tex`: the kind="sun" rows of the newest `python bench/sun.py` invocation, rendered
   by bench/sun.py's own table code.
 - `optuna` rows (kind="optuna"): one line per study with the best params and value.
-- kind="bench" rows (kv_cache, flops, cost, ...): their scalar metrics per variant, and a
+- kind="bench" rows (kv_cache, flops, cost, ...): the columns the bench declares (the row's
+  `columns`, its HEADLINE) per variant, every scalar metric in <name>.csv beside it, and a
   throughput figure when they have `*_per_s` / `*speedup*` metrics.
 - `vbench_i2v`: the published VBench-I2V rows of paper_tables/reference/ (with citations and
   aggregates recomputed by core/metrics/aggregate.py) beside the measured rows; synthetic
@@ -903,13 +904,34 @@ def build(rows: list[dict], only: list[str] | None = None, *, all_commits: bool 
         if family == "optuna" or name == "optuna":
             tables[out] = (summarize_optuna(out, rs, all_commits=all_commits), rs)
         else:
-            tables[out] = (summarize(name, rs, only, all_commits=all_commits,
+            shown = only if only or family != "bench" else bench_columns(rs)
+            tables[out] = (summarize(name, rs, shown, all_commits=all_commits,
                                      baseline=(baselines or {}).get(name)), rs)
             tables[out][0].name = out
     tables[VBENCH_TABLE] = (vbench_table(rows, all_commits), [])
     if read_reference("efficiency"):
         tables["efficiency"] = (efficiency_table(), [])
     return dict(sorted(tables.items()))
+
+
+def bench_columns(rows: list[dict]) -> list[str] | None:
+    """The metrics a bench table shows: the newest row's declared `columns` (None: all)."""
+    declared = [r["columns"] for r in rows if r.get("columns")]
+    return ["wall_time_s", *declared[-1]] if declared else None
+
+
+def write_bench_csv(path: Path, t: Table, rows: list[dict]) -> None:
+    """Every scalar metric of the table's rows (its commits), one line per row."""
+    used = [r for r in rows if r.get("status") == "ok" and short_commit(r) in t.commits]
+    metrics = sorted({k for r in used for k, v in (r.get("metrics") or {}).items()
+                      if _number(v) is not None})
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow([t.factor, "commit", "date", "wall_time_s", *metrics])
+        for r in used:
+            m = r.get("metrics") or {}
+            out.writerow([label_of(r, t.factor), short_commit(r), r.get("date", ""),
+                          r.get("wall_time_s", ""), *[m.get(k, "") for k in metrics]])
 
 
 def write_table(out: Path, name: str, t: Table, rows: list[dict], command: str, source: str,
@@ -920,6 +942,9 @@ def write_table(out: Path, name: str, t: Table, rows: list[dict], command: str, 
     Path(f"{stem}.md").write_text(md)
     Path(f"{stem}.tex").write_text(to_latex(t, command, source))
     written = [".md", ".tex"]
+    if rows and all(r.get("kind") == "bench" for r in rows):
+        write_bench_csv(Path(f"{stem}.csv"), t, rows)
+        written.append(".csv")
     if not plots or not rows or not t.lines or not t.plotted:
         return written
     note = md.splitlines()[0].strip("_")

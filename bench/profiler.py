@@ -37,6 +37,12 @@ MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::ma
 ATTENTION_KEY = "scaled_dot_product"
 
 
+# The columns of paper_tables/profile.md (the question this bench answers); every metric goes
+# to paper_tables/profile.csv.
+HEADLINE = ("train_steps_ms", "train_backbone_ms", "train_head_ms", "train_attention_share",
+            "sample_steps_ms", "sample_backbone_ms", "sample_head_ms", "sample_attention_share")
+
+
 def _mark(model: VideoMAR) -> None:
     """Label the backbone and head calls of this instance with record_function regions."""
     backbone, head_sample, head_loss = model.backbone, model.head.sample, model.head.loss
@@ -171,7 +177,7 @@ def main(argv=None) -> dict:
                "device": str(device), "logdir": args.out, "machine": meter.info(),
                **{f"{w}_{k}": v for w, r in results.items() for k, v in r.items()}}
     return finish("profile", args, bench_config("profile", args, cfg), metrics, meter.wall,
-                  "\n".join(lines))
+                  "\n".join(lines), headline=HEADLINE)
 
 
 if __name__ == "__main__":

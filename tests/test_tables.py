@@ -275,3 +275,19 @@ def test_notebook_is_committed_without_outputs():
     nb = json.loads((ROOT / "notebooks" / "results.ipynb").read_text())
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert code and all(not c.get("outputs") and c.get("execution_count") is None for c in code)
+
+
+def test_bench_tables_show_their_declared_columns_and_keep_the_rest_in_a_csv(tmp_path):
+    metrics = {"speedup": 3.5, "cached_s": 1.25, "joint_s": 4.5, "grid": 8}
+    rows = [{**_ablation_row("kv_cache", "tiny", 0, metrics, kind="bench"),
+             "columns": ["speedup", "joint_s"]}]
+    results = tmp_path / "runs.jsonl"
+    for r in rows:
+        append_row(results, r)
+    assert mt.main([str(results), "--no-plots", "--table", "kv_cache"]) == 0
+    md = (tmp_path / "kv_cache.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| variant"))
+    assert header.split(" | ")[2:] == ["wall_time_s", "joint_s", "speedup |"]
+    csv_lines = (tmp_path / "kv_cache.csv").read_text().splitlines()
+    assert csv_lines[0] == "variant,commit,date,wall_time_s,cached_s,grid,joint_s,speedup"
+    assert csv_lines[1].split(",")[-4:] == ["1.25", "8", "4.5", "3.5"]

@@ -128,8 +128,10 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        for name, p in self._params(model):
-            self.shadow[name].mul_(self.decay).add_(p.detach(), alpha=1.0 - self.decay)
+        params = self._params(model)  # one fused op per step over all tensors, not a loop
+        shadows = [self.shadow[name] for name, _ in params]
+        torch._foreach_mul_(shadows, self.decay)
+        torch._foreach_add_(shadows, [p.detach() for _, p in params], alpha=1.0 - self.decay)
         self.num_updates += 1
 
     def state_dict(self) -> dict:

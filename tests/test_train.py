@@ -236,3 +236,19 @@ def test_non_finite_loss_names_the_step(tmp_path):
     with pytest.raises(NonFiniteLossError, match="step 2"):
         train(model, RandomVideos(), train_cfg(), seed=SEED, out_dir=tmp_path, progress=False)
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2  # the last good one is kept
+
+
+def test_fused_ema_update_equals_the_per_tensor_rule_bit_for_bit():
+    model = VideoMAR(ModelConfig(width=32, depth=1, num_heads=2, head_width=32), seed=0)
+    ema = EMA(model, 0.9)
+    expected = {n: t.clone() for n, t in ema.shadow.items()}
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=g))
+        ema.update(model)
+        for name, p in EMA._params(model):
+            expected[name].mul_(0.9).add_(p.detach(), alpha=0.1)
+    assert all(torch.equal(expected[n], ema.shadow[n]) for n in expected)
+    assert ema.num_updates == 3

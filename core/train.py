@@ -266,19 +266,20 @@ def _step(net, raw, optimizer, batch, cfg: TrainConfig, seed: int, step: int, de
                              target_frame=draws.target_frame if draws.target_frame >= 0 else None,
                              num_masked=draws.num_masked)
     # Per-rank losses are means over equal token counts, so their mean is the global loss. One
-    # all-reduce gives the logged value and makes every rank stop together on NaN/inf.
+    # all-reduce gives the logged value and makes every rank stop together on NaN/inf. It is read
+    # on the host (.item(), a device sync) only after backward has been queued.
     global_loss = loss.detach().float().clone()
     if world > 1:
         dist.all_reduce(global_loss)
         global_loss /= world
-    global_loss = global_loss.item()
-    if not math.isfinite(global_loss):
-        raise NonFiniteLossError(f"non-finite training loss {global_loss} at step {step} "
-                                 f"(the last checkpoint, if any, is kept)")
     for group in optimizer.param_groups:
         group["lr"] = lr_at(step, cfg, progress)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()  # DDP averages over ranks = the 1-process gradient of the global batch
+    global_loss = global_loss.item()
+    if not math.isfinite(global_loss):  # before any update: the step leaves no trace
+        raise NonFiniteLossError(f"non-finite training loss {global_loss} at step {step} "
+                                 f"(the last checkpoint, if any, is kept)")
     params = [p for p in raw.parameters() if p.requires_grad]
     grad_norm = nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
     grad_norm = grad_norm.item()

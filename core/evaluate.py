@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from core.config import SamplerConfig
 from core.metrics.distribution import KEY as DIST_KEY, dist_energy
 from core.metrics.synthetic import clip_scores, mean_scores
-from core.sampler import sample_latents
+from core.sampler import device_generator, sample_latents
 from core.synthetic import render_clip
 
 EVAL_SEED_OFFSET = 1_000_003  # keeps evaluation draws apart from training draws of the same seed
@@ -181,7 +181,7 @@ def score_samples(model, dataset: Dataset, *, num_clips: int, sampler: SamplerCo
     """
     was_training = model.training
     model.eval()
-    generator = torch.Generator().manual_seed(EVAL_SEED_OFFSET + seed)
+    generator = device_generator(model, EVAL_SEED_OFFSET + seed)
     try:
         return produce_and_score(model_producer(model, sampler, generator), dataset,
                                  num_clips=num_clips, num_cond=model.cfg.num_cond_frames,

@@ -175,6 +175,13 @@ def sample_latents(model, cond_tokens: torch.Tensor, num_frames: int, cfg: Sampl
                     head_sampler)
 
 
+def device_generator(model, seed: int) -> torch.Generator:
+    """A generator on the model's device: the orders and the head's noise of a sampling call are
+    drawn where they are used, so a GPU run copies no noise from the host per diffusion step. On
+    the CPU it is the same stream as torch.Generator().manual_seed(seed)."""
+    return torch.Generator(device=model.mask_token.device).manual_seed(seed)
+
+
 def sample_video(model, first_frame: torch.Tensor, num_frames: int, *, use_kv_cache: bool = True,
                  generator: Optional[torch.Generator] = None,
                  captions: Optional[Sequence[str]] = None, **sampler_options) -> torch.Tensor:
@@ -182,13 +189,13 @@ def sample_video(model, first_frame: torch.Tensor, num_frames: int, *, use_kv_ca
 
     `first_frame` may also be a clip (B, Tc, C, H, W) of conditioning frames. `sampler_options`
     are `SamplerConfig` fields (num_iter, cfg_scale, temperature, temperature_schedule, ...).
-    `generator=None` uses a CPU generator seeded with 0. Full-attention models ignore
+    `generator=None` uses `device_generator(model, 0)`. Full-attention models ignore
     `use_kv_cache` (they have nothing to cache).
     """
     if not model.pattern.causal:
         use_kv_cache = False
     cfg = SamplerConfig(**{**sampler_options, "use_kv_cache": use_kv_cache})
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    generator = generator if generator is not None else device_generator(model, 0)
     clip = first_frame[:, None] if first_frame.dim() == 4 else first_frame
     if clip.dim() != 5:
         raise ValueError(f"first_frame must be (B, C, H, W) or (B, Tc, C, H, W), got {tuple(first_frame.shape)}")

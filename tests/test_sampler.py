@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from core import SamplerConfig, VideoMAR, sample_video
+from core.config import ModelConfig
 from core.sampler import cfg_at, frame_temperatures
 from tests.helpers import tiny, trained_like
 
@@ -117,3 +118,19 @@ def test_progressive_temperature_reaches_its_end_at_the_last_generated_frame(sta
     steps = [b - a for a, b in zip(taus, taus[1:])]
     assert steps == pytest.approx([(end - start) / (generated - 1)] * (generated - 1))
     assert sum(taus) / generated == pytest.approx((start + end) / 2)  # matched mean of the arms
+
+
+def test_sampling_generator_lives_on_the_model_device_with_the_cpu_stream_unchanged():
+    from core.sampler import device_generator
+
+    model = VideoMAR(ModelConfig(width=32, depth=1, num_heads=2, head_width=32,
+                                 num_sampling_steps=3), seed=0).eval()
+    g = device_generator(model, 5)
+    assert g.device == model.mask_token.device
+    assert torch.equal(torch.rand(4, generator=g),
+                       torch.rand(4, generator=torch.Generator().manual_seed(5)))
+    frame = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    default = sample_video(model, frame, 2, num_iter=2)
+    explicit = sample_video(model, frame, 2, num_iter=2,
+                            generator=torch.Generator().manual_seed(0))
+    assert torch.equal(default, explicit)

@@ -305,7 +305,10 @@ class TrainConfig:
     """Optimisation (AdamW, linear warmup then constant lr as in MAR, EMA, grad clipping)."""
 
     steps: int = 500
-    batch_size: int = 8
+    batch_size: int = 8  # the global batch (all DDP ranks together)
+    # Micro-batches per optimiser step on each rank: batch_size / (ranks x grad_accum) clips per
+    # forward, the gradients summed before one update (same step as the whole batch at once).
+    grad_accum: int = 1
     lr: float = 1e-3
     warmup_steps: int = 20
     # After warmup: "constant" (MAR) or "cosine" decay to lr * min_lr_ratio at the end of training
@@ -374,6 +377,9 @@ class TrainConfig:
                    f"{max(len(stages) - 1, 0)} increasing fractions in (0, 1), or [] for equal stages")
             _check(milestones == sorted(milestones) and all(0 < m < 1 for m in milestones),
                    f"train.{axis}_milestones={milestones} must be increasing fractions in (0, 1)")
+        _check(self.grad_accum >= 1 and self.batch_size % self.grad_accum == 0,
+               f"train.grad_accum={self.grad_accum} must be >= 1 and divide train.batch_size="
+               f"{self.batch_size}")
         _check(self.flop_budget >= 0 and self.budget_steps >= 0,
                "train.flop_budget and train.budget_steps must be >= 0 (0 = no budget)")
         _check(self.val_every >= 0, "train.val_every must be >= 0 (0 = off)")

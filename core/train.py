@@ -252,14 +252,31 @@ def _step(net, raw, optimizer, batch, cfg: TrainConfig, seed: int, step: int, de
 
     video = Curriculum.apply(batch["video"], stage)  # (b, T, 3, H, W) in [0, 1], cut to the stage
     video = video.to(device, non_blocking=True)
-    b = video.shape[0]
+    b, accum = video.shape[0], cfg.grad_accum
+    if b % accum:
+        raise ValueError(f"this rank's batch of {b} clips does not split into train.grad_accum="
+                         f"{accum} equal micro-batches: make train.batch_size a multiple of "
+                         f"grad_accum x the number of ranks")
     with torch.no_grad():  # fp32 encode, exactly as evaluation and sampling encode
         tokens = raw.tokenizer.encode(video).float()  # (b, T, h, w, D)
-    with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda" and cfg.bf16):
-        # All randomness of the step, drawn for the whole global batch; keep this rank's slice.
-        g = torch.Generator().manual_seed(derive_seed(seed, "draws", step))
-        draws = raw.sample_train_draws(b * world, tokens.shape[1], tuple(tokens.shape[2:4]), g)
-        loss = net(tokens, batch["caption"], draws.slice(rank * b, (rank + 1) * b))
+    # All randomness of the step, drawn for the whole global batch; keep this rank's slice.
+    g = torch.Generator().manual_seed(derive_seed(seed, "draws", step))
+    draws = raw.sample_train_draws(b * world, tokens.shape[1], tuple(tokens.shape[2:4]), g)
+    # Micro-batches share the step's target frame and mask count, so each one's loss is a mean over
+    # equal token counts and the mean of their gradients is the whole slice's gradient.
+    micro, losses = b // accum, []
+    optimizer.zero_grad(set_to_none=True)
+    for i in range(accum):
+        lo, hi = i * micro, (i + 1) * micro
+        last = i == accum - 1
+        sync = contextlib.nullcontext() if last or not hasattr(net, "no_sync") else net.no_sync()
+        with sync:  # DDP all-reduces the gradients once, with the last micro-batch
+            with torch.autocast("cuda", torch.bfloat16,
+                                enabled=device.type == "cuda" and cfg.bf16):
+                captions = batch["caption"][lo:hi] if batch["caption"] is not None else None
+                loss = net(tokens[lo:hi], captions, draws.slice(rank * b + lo, rank * b + hi))
+            (loss / accum).backward()  # DDP averages over ranks: the global batch's gradient
+        losses.append(loss.detach().float())
     # Analytic FLOPs of the global batch for the frames the model actually ran (causal training
     # truncates the clip after the target frame).
     flops = train_step_flops(raw.cfg, b * world, tokens.shape[1], tuple(tokens.shape[2:4]),
@@ -267,15 +284,13 @@ def _step(net, raw, optimizer, batch, cfg: TrainConfig, seed: int, step: int, de
                              num_masked=draws.num_masked)
     # Per-rank losses are means over equal token counts, so their mean is the global loss. One
     # all-reduce gives the logged value and makes every rank stop together on NaN/inf. It is read
-    # on the host (.item(), a device sync) only after backward has been queued.
-    global_loss = loss.detach().float().clone()
+    # on the host (.item(), a device sync) only after the backward passes have been queued.
+    global_loss = losses[0].clone() if accum == 1 else torch.stack(losses).mean()
     if world > 1:
         dist.all_reduce(global_loss)
         global_loss /= world
     for group in optimizer.param_groups:
         group["lr"] = lr_at(step, cfg, progress)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()  # DDP averages over ranks = the 1-process gradient of the global batch
     global_loss = global_loss.item()
     if not math.isfinite(global_loss):  # before any update: the step leaves no trace
         raise NonFiniteLossError(f"non-finite training loss {global_loss} at step {step} "

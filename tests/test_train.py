@@ -252,3 +252,16 @@ def test_fused_ema_update_equals_the_per_tensor_rule_bit_for_bit():
             expected[name].mul_(0.9).add_(p.detach(), alpha=0.1)
     assert all(torch.equal(expected[n], ema.shadow[n]) for n in expected)
     assert ema.num_updates == 3
+
+
+def test_gradient_accumulation_equals_the_whole_batch():
+    """2 micro-batches of 4 accumulate to the step of one batch of 8: same draws, same losses,
+    same weights after every step (fp32 summation order aside)."""
+    whole, a = run(None, batch_size=8, steps=3)
+    accumulated, b = run(None, batch_size=8, steps=3, grad_accum=2)
+    assert a["losses"] == pytest.approx(b["losses"], rel=1e-5)
+    assert a["grad_norms"] == pytest.approx(b["grad_norms"], rel=1e-4)
+    for (name, p), q in zip(whole.named_parameters(), accumulated.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=name)
+    with pytest.raises(Exception, match="grad_accum=3 must be >= 1 and divide"):
+        train_cfg(batch_size=8, grad_accum=3)

@@ -97,6 +97,8 @@ class ModelConfig:
     # Bias on the self-attention Q/K/V projection (Step-Video: none). With RoPE a key bias lets a
     # query attend by relative position regardless of content, e.g. "the same place one frame ago".
     qkv_bias: bool = True
+    # Activation checkpointing: recompute each block's activations in backward (memory for time).
+    grad_checkpoint: bool = False
     # RoPE frequency base. 100 for the 8x8-token built-in data: with 10000 and 8 frequencies per
     # axis the lower ones barely turn across 8 tokens. The base and paper presets use 10000.
     rope_base: float = 100.0

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from core.attention import Block, NORM_EPS
@@ -182,6 +183,19 @@ class VideoMAR(nn.Module):
             x = x + self._learned_positions(frame_offset, num_frames, height, width_tokens).to(x.dtype)
         return x
 
+    def _run_blocks(self, x, cos, sin, attn_mask, context, context_mask, cache):
+        """The transformer blocks in order. With model.grad_checkpoint, while training with
+        gradients, each block's activations are recomputed in backward instead of kept."""
+        checkpoint = self.cfg.grad_checkpoint and self.training and torch.is_grad_enabled()
+        for layer, block in enumerate(self.blocks):
+            if checkpoint and cache is None:
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, attn_mask, context,
+                                                      context_mask, None, layer,
+                                                      use_reentrant=False)
+            else:
+                x = block(x, cos, sin, attn_mask, context, context_mask, cache, layer)
+        return x
+
     def teacher_forced(self, tokens: torch.Tensor, mask: torch.Tensor, context=None,
                        context_mask=None) -> torch.Tensor:
         """Features of every generated frame in one pass (model.target_frames="all").
@@ -202,8 +216,7 @@ class VideoMAR(nn.Module):
             cos2, sin2 = self._rope(first, num_frames - first, height, width_tokens, x.device)
             cos, sin = torch.cat([cos, cos2]), torch.cat([sin, sin2])
         attn_mask = self.pattern.teacher_forcing_mask(num_frames, per_frame, x.device)
-        for layer, block in enumerate(self.blocks):
-            x = block(x, cos, sin, attn_mask, context, context_mask, None, layer)
+        x = self._run_blocks(x, cos, sin, attn_mask, context, context_mask, None)
         x = x[:, (num_frames - 1) * per_frame:]  # the masked stream
         return self.norm(x).reshape(batch, num_frames - first, per_frame, -1)
 
@@ -228,8 +241,7 @@ class VideoMAR(nn.Module):
         held = cache.held_frames() if cache is not None else ()
         attn_mask = self.pattern.sdpa_mask(num_frames, per_frame, x.device,
                                            frame_offset=frame_offset, held=held)
-        for layer, block in enumerate(self.blocks):
-            x = block(x, cos, sin, attn_mask, context, context_mask, cache, layer)
+        x = self._run_blocks(x, cos, sin, attn_mask, context, context_mask, cache)
         if cache is not None and commit:
             cache.commit(num_frames * per_frame)
         return self.norm(x).reshape(batch, num_frames, per_frame, -1)

@@ -265,3 +265,20 @@ def test_gradient_accumulation_equals_the_whole_batch():
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=name)
     with pytest.raises(Exception, match="grad_accum=3 must be >= 1 and divide"):
         train_cfg(batch_size=8, grad_accum=3)
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients():
+    def grads(checkpoint: bool):
+        model = tiny_model()
+        model.cfg.grad_checkpoint = checkpoint
+        tokens = torch.randn(2, 3, 4, 4, model.cfg.token_dim,
+                             generator=torch.Generator().manual_seed(0))
+        loss = model.loss(tokens, ["a", "b"], torch.Generator().manual_seed(1))
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                               if p.grad is not None}
+
+    (loss_a, a), (loss_b, b) = grads(False), grads(True)
+    assert torch.equal(loss_a, loss_b) and a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-6, atol=1e-7, msg=name)

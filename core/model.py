@@ -167,8 +167,11 @@ class VideoMAR(nn.Module):
         frames: older frames are evicted on commit, so the cache does not grow with the clip.
         """
         ref, slots = self.mask_token, self.pattern.cache_frames(num_frames)
+        dtype = ref.dtype  # under autocast the compute dtype: K/V are produced (and kept) in it
+        if torch.is_autocast_enabled(ref.device.type):
+            dtype = torch.get_autocast_dtype(ref.device.type)
         return KVCache(self.cfg.depth, batch_size, self.cfg.num_heads, slots * tokens_per_frame,
-                       self.cfg.head_dim, device=ref.device, dtype=ref.dtype,
+                       self.cfg.head_dim, device=ref.device, dtype=dtype,
                        frame_len=tokens_per_frame, pattern=self.pattern)
 
     def _embed(self, tokens: torch.Tensor, mask: Optional[torch.Tensor],

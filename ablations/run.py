@@ -55,7 +55,7 @@ from core.preemption import PreemptionGuard  # noqa: E402
 from core.results import (FLAT_KEYS, append_row, find_ok_row, git_info, make_row,  # noqa: E402
                           portable_path, run_id)
 from core.tokenizers import check_pretrained  # noqa: E402
-from core.train import EMA, train  # noqa: E402
+from core.train import EMA, rank_device, train  # noqa: E402
 
 RUN_IDS_FILE = "run_ids.txt"  # per sweep: which rows belong to it (read by ablations/summary.py)
 ROW_COLUMNS = {**FLAT_KEYS, "variant": "variant"}  # top-level columns copied from the config
@@ -306,7 +306,7 @@ def _run(cfg: RunConfig) -> dict:
     status, metrics, extra = "failed", {}, {"out_dir": str(out_dir), "train_dir": str(train_dir)}
     try:
         check_pretrained(cfg.model.tokenizer)  # missing VAE weights: list them before any work
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = rank_device()  # LOCAL_RANK's GPU before anything is built (not GPU 0 for all)
         model = VideoMAR(cfg.model, seed=cfg.seed).to(device)
         ema = EMA(model, cfg.train.ema_decay)
         train_set = build_dataset(cfg.data, "train", seed=cfg.seed)

@@ -60,6 +60,23 @@ def dist_info() -> tuple[int, int]:
     return 0, 1
 
 
+def rank_device(device=None) -> torch.device:
+    """This process's device, chosen before anything is built on it.
+
+    None: the GPU of LOCAL_RANK (torchrun, submitit) when CUDA is available, else the CPU. A bare
+    "cuda" also means LOCAL_RANK's GPU: building every rank's model on GPU 0 first would leave
+    each rank's copy in GPU 0's memory. The CUDA device is made current (NCCL uses it).
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    return device
+
+
 def lr_at(step: int, cfg: TrainConfig, progress: float | None = None) -> float:
     """Learning rate of 0-based `step`: linear warmup to cfg.lr over warmup_steps, then constant
     (MAR) or, with cfg.lr_schedule="cosine", a half cosine from cfg.lr down to cfg.lr * min_lr_ratio
@@ -378,14 +395,7 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, *, seed: int, out_dir: st
     """
     t0 = time.perf_counter()
     rank, world = dist_info()
-    if device is None:  # under torchrun each process drives the GPU of its LOCAL_RANK
-        device = (f"cuda:{os.environ.get('LOCAL_RANK', torch.cuda.current_device())}"
-                  if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda":
-        if device.index is None:  # "cuda" alone would put every DDP rank on GPU 0
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)  # NCCL collectives use the current device
+    device = rank_device(device)
     raw = unwrap(model).to(device).train()
     if isinstance(getattr(raw, "tokenizer", None), nn.Module):  # only used under no_grad
         raw.tokenizer.requires_grad_(False)

@@ -282,3 +282,20 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients():
     assert torch.equal(loss_a, loss_b) and a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_each_rank_picks_its_own_gpu_before_building_anything(monkeypatch):
+    """rank_device: LOCAL_RANK's GPU for None and for a bare "cuda" (not GPU 0 for every rank),
+    made current for NCCL; an explicit index or the CPU is kept."""
+    from core.train import rank_device
+
+    current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert rank_device() == torch.device("cuda", 3) and current == [torch.device("cuda", 3)]
+    assert rank_device("cuda") == torch.device("cuda", 3)
+    assert rank_device("cuda:1") == torch.device("cuda", 1)
+    assert rank_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert rank_device() == torch.device("cpu")

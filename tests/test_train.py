@@ -124,9 +124,12 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         model = tiny_model()
+        seen = []  # what this rank's forward passes get: (clips, checksum of their tokens)
+        model.register_forward_pre_hook(
+            lambda module, args: seen.append((args[0].shape[0], float(args[0].sum()))))
         summary = train(model, RandomVideos(), train_cfg(steps=2), seed=SEED, out_dir=out_dir,
                         progress=False)
-        torch.save({"params": model.state_dict(), "losses": summary["losses"]},
+        torch.save({"params": model.state_dict(), "losses": summary["losses"], "seen": seen},
                    Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -138,6 +141,9 @@ def test_two_process_ddp_equals_one_process(tmp_path):
     single, s_single = run(tmp_path / "single", steps=2)
     ranks = [torch.load(tmp_path / "ddp" / f"rank{r}.pt") for r in range(2)]
     assert_same_params(ranks[0]["params"], ranks[1]["params"])  # DDP keeps replicas in sync
+    # each rank trains its own half of the global batch of 4, not the whole batch
+    assert [n for n, _ in ranks[0]["seen"]] == [n for n, _ in ranks[1]["seen"]] == [2, 2]
+    assert all(a != b for (_, a), (_, b) in zip(ranks[0]["seen"], ranks[1]["seen"]))
     assert_same_params(single.state_dict(), ranks[0]["params"], atol=1e-6)
     assert ranks[0]["losses"] == pytest.approx(s_single["losses"], abs=1e-6)
     ckpt = load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")  # written by rank 0 only

@@ -4,7 +4,9 @@ pre-LayerNorm -> self-attention (fused QKV without bias, per-head RMSNorm on Q a
 Q and K, block-causal mask, optional KV cache) -> pre-LayerNorm -> text cross-attention (Q/K
 RMSNorm, padding mask) -> pre-LayerNorm -> FFN (d -> 4d, GELU-tanh, 4d -> d, no bias).
 Step-Video's adaLN timestep modulation is dropped: VideoMAR calls the block with timestep=None.
-All attention goes through `F.scaled_dot_product_attention`.
+All attention goes through `F.scaled_dot_product_attention`, except self-attention given a
+FlexAttention `BlockMask` (model.attn_backend="flex", core/pattern.py `block_mask`), which goes
+through `flex_attention` and skips the blocks the pattern hides.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 from core.kv_cache import KVCache
 from core.rope import apply_rope
@@ -51,7 +54,10 @@ class SelfAttention(nn.Module):
         (q, k), v = qk.unbind(0), qkv[2]
         if cache is not None:  # keys/values = cached earlier frames + this pass's tokens
             k, v = cache.write(layer, k, v)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        if isinstance(attn_mask, BlockMask):
+            out = flex_attention(q, k, v, block_mask=attn_mask)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.proj(rearrange(out, "b h l d -> b l (h d)"))
 
 

@@ -100,6 +100,10 @@ class ModelConfig:
     # Activation checkpointing: recompute each block's activations in backward (memory for time).
     grad_checkpoint: bool = False
     # RoPE frequency base. 100 for the 8x8-token built-in data: with 10000 and 8 frequencies per
+    # Masked self-attention of whole-frame passes: "sdpa" (a dense bool mask; every tile computed)
+    # or "flex" (FlexAttention with a block mask: hidden frame tiles skipped; GPU training, as
+    # FlexAttention has no backward on the CPU).
+    attn_backend: str = "sdpa"
     # axis the lower ones barely turn across 8 tokens. The base and paper presets use 10000.
     rope_base: float = 100.0
     # (t, h, w) split of the head dimension for 3D RoPE; each even, summing to head_dim.
@@ -136,6 +140,8 @@ class ModelConfig:
         self.rope_split = list(self.rope_split)
         _check(self.attn in ATTN_MODES, f"model.attn={self.attn!r}: choose one of {ATTN_MODES}")
         _check(self.target_frames in TARGET_FRAMES,
+        _check(self.attn_backend in ("sdpa", "flex"),
+               f"model.attn_backend={self.attn_backend!r}: choose 'sdpa' or 'flex'")
                f"model.target_frames={self.target_frames!r}: choose one of {TARGET_FRAMES}")
         _check(self.pos_emb in POS_EMBS, f"model.pos_emb={self.pos_emb!r}: choose one of {POS_EMBS}")
         _check(self.max_frames >= 1 and self.max_grid >= 1, "model.max_frames/max_grid must be >= 1")

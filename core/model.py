@@ -186,6 +186,12 @@ class VideoMAR(nn.Module):
             x = x + self._learned_positions(frame_offset, num_frames, height, width_tokens).to(x.dtype)
         return x
 
+    def _flex(self, mask: Optional[torch.Tensor], per_frame: int):
+        """With model.attn_backend="flex", the dense mask as a FlexAttention BlockMask."""
+        if mask is None or self.cfg.attn_backend != "flex":
+            return mask
+        return self.pattern.block_mask(mask, per_frame)
+
     def _run_blocks(self, x, cos, sin, attn_mask, context, context_mask, cache):
         """The transformer blocks in order. With model.grad_checkpoint, while training with
         gradients, each block's activations are recomputed in backward instead of kept."""
@@ -218,7 +224,8 @@ class VideoMAR(nn.Module):
         if cos is not None:
             cos2, sin2 = self._rope(first, num_frames - first, height, width_tokens, x.device)
             cos, sin = torch.cat([cos, cos2]), torch.cat([sin, sin2])
-        attn_mask = self.pattern.teacher_forcing_mask(num_frames, per_frame, x.device)
+        attn_mask = self._flex(self.pattern.teacher_forcing_mask(num_frames, per_frame,
+                                                                 x.device), per_frame)
         x = self._run_blocks(x, cos, sin, attn_mask, context, context_mask, None)
         x = x[:, (num_frames - 1) * per_frame:]  # the masked stream
         return self.norm(x).reshape(batch, num_frames - first, per_frame, -1)
@@ -244,6 +251,8 @@ class VideoMAR(nn.Module):
         held = cache.held_frames() if cache is not None else ()
         attn_mask = self.pattern.sdpa_mask(num_frames, per_frame, x.device,
                                            frame_offset=frame_offset, held=held)
+        if cache is None:  # a training-style pass over whole frames
+            attn_mask = self._flex(attn_mask, per_frame)
         x = self._run_blocks(x, cos, sin, attn_mask, context, context_mask, cache)
         if cache is not None and commit:
             cache.commit(num_frames * per_frame)

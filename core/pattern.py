@@ -76,6 +76,16 @@ class AttentionPattern:
         return _teacher_forcing_mask(num_frames, tokens_per_frame, self.anchor, device,
                                      window=self.window)
 
+    def block_mask(self, mask: torch.Tensor, block: int):
+        """A FlexAttention BlockMask of a dense (L, L_keys) bool mask from `sdpa_mask` or
+        `teacher_forcing_mask`, with `block`-token tiles (one frame): flex_attention computes
+        only the tiles with a visible key, where SDPA with the dense mask computes them all."""
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        q_len, kv_len = mask.shape
+        return create_block_mask(lambda b, h, q, k: mask[q, k], None, None, q_len, kv_len,
+                                 device=mask.device, BLOCK_SIZE=block)
+
     # ------------------------------------------------------------------ the KV cache
     def cache_frames(self, num_frames: int) -> int:
         """Frame slots a KV cache needs for a clip of `num_frames`: all of them, or under a window

@@ -56,3 +56,29 @@ def test_a_cached_pass_is_masked_only_where_the_window_bites():
     mask = WINDOW.sdpa_mask(2, 1, frame_offset=4, held=[0, 2, 3])
     assert mask.tolist() == [[True, True, True, True, False], [True, False, True, True, True]]
     assert CAUSAL.sdpa_mask(1, 2, frame_offset=3, held=[0, 1, 2]) is None
+
+
+@pytest.mark.parametrize("model_kw", [{}, dict(temporal_window=1), dict(target_frames="all")])
+def test_flex_attention_with_a_block_mask_equals_masked_sdpa(model_kw):
+    """model.attn_backend="flex" (GPU training) gives the SDPA features; forward only, since
+    FlexAttention has no backward on the CPU."""
+    from core.model import VideoMAR
+
+    cfgs = [ModelConfig(width=32, depth=2, num_heads=2, head_width=32, attn_backend=b,
+                        **model_kw) for b in ("sdpa", "flex")]
+    sdpa, flex = (VideoMAR(c, seed=0).eval() for c in cfgs)
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randn(2, 4, 4, 4, cfgs[0].token_dim, generator=g)
+    with torch.no_grad():
+        if model_kw.get("target_frames") == "all":
+            mask = torch.rand(2, 3, 16, generator=torch.Generator().manual_seed(1)) < 0.7
+            a, b = sdpa.teacher_forced(tokens, mask), flex.teacher_forced(tokens, mask)
+        else:
+            a, b = sdpa.backbone(tokens, None, 0), flex.backbone(tokens, None, 0)
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+
+
+def test_the_block_mask_skips_the_hidden_frame_tiles():
+    mask = CAUSAL.sdpa_mask(8, 16)
+    block = CAUSAL.block_mask(mask, 16)
+    assert block.sparsity() == pytest.approx(100 * (1 - 36 / 64))  # 36 of 8 x 8 tiles computed

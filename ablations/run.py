@@ -354,7 +354,7 @@ def _run(cfg: RunConfig) -> dict:
             row = append_row(results, row)
             _record_in_sweep(rid)
     ensure_baselines(cfg, git)  # the copy baseline beside this row (milliseconds, once per seed)
-    print(f"[run {rid}] {cfg.ablation}={cfg.variant or cfg.model.attn} seed={cfg.seed}: "
+    print(f"[run {rid}] {cfg.ablation}={cfg.variant} seed={cfg.seed}: "
           + ", ".join(f"{k}={v:.4g}" for k, v in row["metrics"].items() if isinstance(v, float)))
     return row
 

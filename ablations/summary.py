@@ -1,8 +1,8 @@
-"""End-of-sweep comparison table, printed by a Hydra callback after `python ablations/run.py -m ...`.
+"""End-of-sweep comparison table, printed by a Hydra callback after `python ablations/run.py -m`.
 
 Each job notes its run id in `<sweep dir>/run_ids.txt` (works for every launcher, since jobs and
 launcher share the file system); the callback reads those rows back from the results table and
-prints one line per run plus mean +- std per value of the swept factor.
+prints mean +- std per table line (the rows' `variant`, labelled by the ablation's table_spec).
 """
 
 from __future__ import annotations
@@ -97,9 +97,8 @@ class SweepSummary(Callback):
         rows = [r for r in read_rows(results) if r.get("run_id") in wanted]
         ok = [r for r in rows if r.get("status") == "ok"]
         failed = [r for r in rows if r.get("status") != "ok"]
-        factor = "variant" if ok and all("variant" in r for r in ok) else "attn"
         print(f"\n[summary] {len(ok)} ok / {len(failed)} failed runs from {sweep_dir}")
-        if ok:
-            print(comparison_table(ok, factor))
+        if ok:  # one line per table line: every row ablations/run.py writes has its `variant`
+            print(comparison_table(ok, "variant"))
         for row in failed:
             print(f"[summary] FAILED {row['run_id']}: {row.get('error')}")

@@ -9,9 +9,10 @@ code).
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from core.pattern import AttentionPattern
 
@@ -99,11 +100,11 @@ class ModelConfig:
     qkv_bias: bool = True
     # Activation checkpointing: recompute each block's activations in backward (memory for time).
     grad_checkpoint: bool = False
-    # RoPE frequency base. 100 for the 8x8-token built-in data: with 10000 and 8 frequencies per
     # Masked self-attention of whole-frame passes: "sdpa" (a dense bool mask; every tile computed)
     # or "flex" (FlexAttention with a block mask: hidden frame tiles skipped; GPU training, as
     # FlexAttention has no backward on the CPU).
     attn_backend: str = "sdpa"
+    # RoPE frequency base. 100 for the 8x8-token built-in data: with 10000 and 8 frequencies per
     # axis the lower ones barely turn across 8 tokens. The base and paper presets use 10000.
     rope_base: float = 100.0
     # (t, h, w) split of the head dimension for 3D RoPE; each even, summing to head_dim.
@@ -139,9 +140,9 @@ class ModelConfig:
             self.tokenizer = TokenizerConfig(**self.tokenizer)
         self.rope_split = list(self.rope_split)
         _check(self.attn in ATTN_MODES, f"model.attn={self.attn!r}: choose one of {ATTN_MODES}")
-        _check(self.target_frames in TARGET_FRAMES,
         _check(self.attn_backend in ("sdpa", "flex"),
                f"model.attn_backend={self.attn_backend!r}: choose 'sdpa' or 'flex'")
+        _check(self.target_frames in TARGET_FRAMES,
                f"model.target_frames={self.target_frames!r}: choose one of {TARGET_FRAMES}")
         _check(self.pos_emb in POS_EMBS, f"model.pos_emb={self.pos_emb!r}: choose one of {POS_EMBS}")
         _check(self.max_frames >= 1 and self.max_grid >= 1, "model.max_frames/max_grid must be >= 1")
@@ -420,7 +421,12 @@ class RunConfig:
     preset: str = "tiny"
     ablation: str = "attn"  # which ablation this run belongs to
     table: str = "attn"  # which paper_tables/ table it feeds
-    variant: str = ""  # the table line this run belongs to (e.g. "causal", "on", "progressive")
+    # How its table reads the run: the `table_spec` block of the ablation's YAML
+    # (ablations/conf/ablation/<name>.yaml; `make tables` reads the same block). Only `variant` is
+    # read here: the rule giving the line label, a template for fill_template. The default run,
+    # without an ablation file, is a line of the default table, labelled by its attention.
+    table_spec: Dict[str, Any] = field(default_factory=lambda: {"variant": "{model.attn}"})
+    variant: str = ""  # the table line this run belongs to; empty: table_spec's rule fills it in
     results: str = "paper_tables/runs.jsonl"  # the one results table (relative to the repo root)
     out_dir: str = "runs"  # checkpoints and samples go to out_dir/run_id
     force: bool = False  # rerun even when an ok row with this run id exists
@@ -488,32 +494,55 @@ class RunConfig:
 
 
     def default_variant(self) -> str:
-        """The table-line label of this run within its ablation, read off the swept knobs."""
-        t, s = self.train, self.sampler
-        if self.ablation == "curriculum":
-            return "on" if len(t.frame_stages) > 1 else "off"
-        if self.ablation == "resolution":
-            return "progressive" if len(t.res_stages) > 1 else "fixed"
-        if self.ablation == "rope":
-            return "rope3d" if self.model.pos_emb == "rope" else "learned"
-        if self.ablation == "temperature":  # the arms differ in drift, not in mean level
-            if s.temperature_schedule == "progressive":
-                if s.temperature_end == s.temperature:
-                    return "constant"
-                return "progressive" if s.temperature_end < s.temperature else "increasing"
-            return s.temperature_schedule
-        if self.ablation == "sampler":
-            return f"iter{s.num_iter}_cfg{s.cfg_scale:g}"
-        if self.ablation == "optuna":
-            return "trial"
-        if self.ablation == "window":
-            return f"w{self.model.temporal_window}"
-        if self.ablation == "sun_head":
-            steps = s.num_sampling_steps or self.model.num_sampling_steps
-            if s.head == "sun":
-                return f"sun{steps}" + ("_nomsc" if self.head_distill.lambda_msc == 0 else "")
-            return f"{s.head}{steps}" + ("_cfg" if s.cfg_scale != 1.0 else "")
-        return self.model.attn
+        """The table-line label of this run: its table_spec's `variant` rule filled in."""
+        rule = self.table_spec.get("variant")
+        where = f"table_spec.variant of ablations/conf/ablation/{self.ablation}.yaml"
+        _check(isinstance(rule, str) and rule != "",
+               f"{where} is {rule!r}: give the table's label rule there, e.g. "
+               f"table_spec: {{variant: \"w{{model.temporal_window}}\"}}, or pass variant=...")
+        try:
+            return fill_template(rule, self)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+
+# What a label rule may use inside its braces: config fields, constants, comparisons, `and`/`or`/
+# `not`, `a if cond else b`, len(). No other call, no name outside the config, no _attribute.
+_RULE_NODES = (ast.Expression, ast.JoinedStr, ast.FormattedValue, ast.Constant, ast.Name,
+               ast.Load, ast.Attribute, ast.Compare, ast.IfExp, ast.BoolOp, ast.UnaryOp,
+               ast.Call, ast.cmpop, ast.boolop, ast.unaryop)
+
+
+def fill_template(rule: str, cfg) -> str:
+    """An f-string template over the fields of dataclass `cfg`, filled in.
+
+    E.g. "iter{sampler.num_iter}_cfg{sampler.cfg_scale:g}" -> "iter8_cfg1", or
+    "{'on' if len(train.frame_stages) > 1 else 'off'}". Evaluated without builtins but len().
+    """
+    names = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    fix = (f"label rule {rule!r}: write an f-string template over the config, e.g. "
+           "\"w{model.temporal_window}\" or \"{'on' if len(train.frame_stages) > 1 else 'off'}\"")
+    try:
+        tree = ast.parse('f"""' + rule + '"""', mode="eval")
+    except SyntaxError as exc:
+        raise ConfigError(f"{fix} ({exc.msg})") from None
+    for node in ast.walk(tree):
+        allowed = isinstance(node, _RULE_NODES)
+        if isinstance(node, ast.Name):
+            allowed = node.id in names or node.id == "len"
+        elif isinstance(node, ast.Attribute):
+            allowed = not node.attr.startswith("_")
+        elif isinstance(node, ast.Call):
+            allowed = (isinstance(node.func, ast.Name) and node.func.id == "len"
+                       and not node.keywords)
+        if not allowed:
+            raise ConfigError(f"{fix} ({ast.unparse(node)!r} is not allowed: config fields, "
+                              "comparisons, and/or/not, if/else and len() only)")
+    try:
+        code = compile(tree, "<label rule>", "eval")
+        return eval(code, {"__builtins__": {}, "len": len}, names)  # checked: fields and len() only
+    except Exception as exc:  # an unknown field, a bad format spec, ...
+        raise ConfigError(f"{fix} ({type(exc).__name__}: {exc})") from None
 
 
 def _preset(**kw) -> ModelConfig:

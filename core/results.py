@@ -3,8 +3,9 @@
 Every training, evaluation and bench job appends exactly one row to `RunConfig.results`
 (default `paper_tables/runs.jsonl`); `bench/make_tables.py` and the notebooks only read it.
 Pattern: lm-evaluation-harness result records + nanochat's `run_exists` idempotence
-(github.com/EleutherAI/lm-evaluation-harness, github.com/karpathy/nanochat). This file uses the standard library only
-(hardware_info imports torch lazily), so it can also be loaded on its own, without core/__init__.
+(github.com/EleutherAI/lm-evaluation-harness, github.com/karpathy/nanochat). This file uses the
+standard library only (hardware_info imports torch lazily), so it can also be loaded on its own,
+without core/__init__.
 
 Row schema (keys sorted on write; `?` = optional):
     run_id       str   run_id(config, code version): 12 hex chars, same config + code => same id
@@ -13,10 +14,12 @@ Row schema (keys sorted on write; `?` = optional):
                        a job killed before it could write leaves no trace here.
     ablation     str   ablation name (RunConfig.ablation), e.g. "attn"
     table        str   paper_tables/<table>.md this row feeds (RunConfig.table)
-    factor?      str   name of the flat column that labels this row in its table, e.g. "attn"
+    factor?      str   name of the column that labels this row in its table, e.g. "variant"
+                       (ablation runs: the label their table_spec gives; oldest rows: "attn")
     preset       str   model size preset, e.g. "tiny"
     seed         int   RunConfig.seed; seeds? dict of derived generator seeds
-    attn, ...          flat copies of key config values (the factor columns), for grep and pandas
+    attn, ...          flat copies of key config values (FLAT_KEYS: model.attn, ...; run.py adds
+                       variant), for grep and pandas
     config       dict  the full resolved RunConfig as nested JSON
     commit       str   git commit of the code ("unknown" outside a git checkout)
     dirty        bool  uncommitted changes outside paper_tables/ when the run started
@@ -71,7 +74,8 @@ _GIT_TIMEOUT_S = 10
 # the checkout that ran, so committed rows carry no machine-specific absolute paths.
 PATH_KEYS = ("results", "out_dir", "train_dir")
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# Flat columns make_row copies out of the nested config: column -> dotted config path.
+# Flat columns make_row copies out of the nested config: column -> dotted config path. Which
+# column labels a row in its table is the writer's business (`factor`), never decided here.
 FLAT_KEYS = {"ablation": "ablation", "table": "table", "preset": "preset", "seed": "seed",
              "attn": "model.attn"}
 

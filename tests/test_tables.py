@@ -78,7 +78,7 @@ def test_missing_metrics_reruns_and_factor_lookup():
     assert cells["val_loss"] == "1.150 ± 0.071 (n=2)"
     assert cells["psnr_first"] != "31.0 ± 1.0"  # the rerun's value is the one used
 
-    # a table without a FACTORS entry: the rows' `factor` names a column or a config path
+    # a table without a table_spec.factor: the rows' `factor` names a column or a config path
     other = [dict(r, table="new", factor="model.attn") for r in fixture_rows()[:6]]
     for r in other:
         del r["attn"]

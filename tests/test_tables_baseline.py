@@ -6,11 +6,12 @@ import pytest
 from PIL import Image
 
 from bench import make_tables as mt
+from bench.tables import plots, samples, spec
 from bench.tables import readings as rd
-from bench.tables import samples
 from core.results import append_row
 
 NEW = "fed0000" + "0" * 33
+ATTN_SAMPLES = spec.spec_for("attn").samples  # line -> row title of samples_attn.png
 OLD = "0ld0000" + "0" * 33
 
 
@@ -156,8 +157,8 @@ def test_readings_pair_by_seed_and_skip_missing_arms_and_tables_without_claim():
     assert "not computed — no ok rows of full" in only_causal.readings[-1]
     unclaimed = mt.summarize("optuna", [dict(r, table="optuna") for r in rows])
     assert unclaimed.readings == []
-    assert set(rd.CLAIMS) == {"attn", "curriculum", "resolution", "rope", "temperature", "sampler",
-                              "window", "sun_head"}
+    assert set(rd.declared_claims()) == {"attn", "curriculum", "resolution", "rope",
+                                         "temperature", "sampler", "window", "sun_head"}
 
 
 def test_derived_metric_readings_temperature_and_rope():
@@ -188,14 +189,14 @@ def test_derived_metric_readings_temperature_and_rope():
 
 def _legend_labels(monkeypatch):
     seen = {}
-    real = mt._save
+    real = plots._save
 
     def spy(fig, path, note):
         seen[path.name] = [text.get_text() for ax in fig.axes if ax.get_legend()
                            for text in ax.get_legend().get_texts()]
         real(fig, path, note)
 
-    monkeypatch.setattr(mt, "_save", spy)
+    monkeypatch.setattr(plots, "_save", spy)
     return seen
 
 
@@ -255,7 +256,7 @@ def test_sample_picture_from_saved_samples_and_byte_identical_reruns(tmp_path, c
     _save_samples(tmp_path / "runs" / full["run_id"], 8, 4, 1, as_tensor=True)
     loaded = samples.load_videos(causal, tmp_path)
     assert loaded.shape == (8, 4, 8, 8, 3) and np.abs(loaded - sheet).max() <= 0.5 / 255 + 1e-6
-    strips, runs = samples.sample_strips(rows, tmp_path)
+    strips, runs = samples.sample_strips(rows, tmp_path, "attn", ATTN_SAMPLES)
     assert [title for _, title, _ in strips[:3]] == ["cond. + truth", "causal rollout",
                                                       "full attention"]
     assert len(strips) == 3 * samples.NUM_CLIPS and set(runs) == {"causal", "full"}
@@ -283,7 +284,7 @@ def test_no_saved_samples_keeps_a_committed_picture(tmp_path):
     rows = attn_rows([0.01, 0.02, 0.03], [0.02] * 3, [0.05] * 3)
     for r in rows:
         r["out_dir"] = "runs/does-not-exist"
-    assert samples.sample_strips(rows, tmp_path) is None
+    assert samples.sample_strips(rows, tmp_path, "attn", ATTN_SAMPLES) is None
     table = tmp_path / "runs.jsonl"
     for row in rows:
         append_row(table, row)

@@ -1,54 +1,29 @@
 """The claim of every ablation table, and its reading decided by a paired t-test across seeds.
 
-CLAIMS is the one place the claims are defined. A reading compares the claim arm with the
-reference arm on the seeds both have, per primary metric: the mean of the per-seed differences
-(claim - reference), its 95 % t-interval and the two-sided paired t-test p-value. Verdict:
-`supports` when the interval excludes 0 in the claimed direction, `contradicts` when it excludes 0
-in the opposite direction, `inconclusive` otherwise (or with fewer than 2 seeds). Each arm is also
-compared, the same way, with the `copy` baseline (the conditioning frame repeated) on the metrics
-the baseline has: an arm that does not beat copy has not learned the task, and the reading is
-then about models that have not learned it.
+Each claim is declared once, in its ablation's YAML (table_spec.claim, read by spec.py). A
+reading compares the claim arm with the reference arm on the seeds both have, per primary metric:
+the mean of the per-seed differences (claim - reference), its 95 % t-interval and the two-sided
+paired t-test p-value. Verdict: `supports` when the interval excludes 0 in the claimed direction,
+`contradicts` when it excludes 0 in the opposite direction, `inconclusive` otherwise (or with
+fewer than 2 seeds). Each arm is also compared, the same way, with the `copy` baseline (the
+conditioning frame repeated) on the metrics the baseline has: an arm that does not beat copy has
+not learned the task, and the reading is then about models that have not learned it.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
+from bench.tables import spec
+from bench.tables.spec import Claim
 from bench.tables.stats import Paired, paired_test
 
 
-class Claim(NamedTuple):
-    claim: str  # the arm (line label) the claim is about
-    reference: str  # the arm it is compared with
-    metrics: tuple[str, ...]  # primary metric(s), each read separately
-    lower_is_better: bool  # the claimed direction: the claim arm's value is lower (or higher)
-    text: str  # the claim in words
+def declared_claims() -> dict[str, Claim]:
+    """table -> its claim, as the ablation YAMLs declare them (table_spec.claim; spec.py)."""
+    return {name: s.claim for name, s in spec.load().items() if s.claim is not None}
 
 
-# table -> its claim. Metric names are row metrics or make_tables' derived metrics
-# (val_loss_at_equal_flops, extrap_mse_mean, mse_last4, mse_drift_per_frame).
-CLAIMS: dict[str, Claim] = {
-    "attn": Claim("causal", "full", ("mse_mean", "dist_energy"), True,
-                  "temporal causality beats full attention"),
-    "curriculum": Claim("on", "off", ("val_loss_at_equal_flops", "dist_energy"), True,
-                        "a short-to-long frame curriculum is better at equal training FLOPs"),
-    "resolution": Claim("progressive", "fixed", ("val_loss_at_equal_flops", "dist_energy"), True,
-                        "progressive resolution is better at equal training FLOPs"),
-    "rope": Claim("rope3d", "learned", ("extrap_mse_mean", "extrap_dist_energy"), True,
-                  "3D RoPE extrapolates to longer and larger videos than trained"),
-    "temperature": Claim("progressive", "constant", ("mse_last4", "mse_drift_per_frame",
-                                                     "dist_energy"), True,
-                         "a progressive (decreasing) temperature limits drift in long rollouts"),
-    "sampler": Claim("iter8_cfg1", "iter2_cfg1", ("mse_mean", "dist_energy"), True,
-                     "more masked iterations per frame (8 vs 2, no CFG) generate better frames, "
-                     "as in MAR"),
-    "window": Claim("w2", "w0", ("mse_mean", "dist_energy"), True,
-                    "not a paper claim: a temporal window W = 2 vs unlimited context "
-                    "(contradicts = the window costs quality)"),
-    "sun_head": Claim("sun4", "ddpm100_cfg", ("mse_mean", "dist_energy", "sample_time_s"), True,
-                      "a 4-step SpeedUpNet head matches MAR's 100-step DDPM head with CFG, faster"),
-}
 BASELINE = "copy"  # how readings name the baseline
 
 
@@ -110,10 +85,11 @@ def against_baseline(arm: str, values: dict, base: dict, lower_is_better: bool) 
 
 
 def readings(table: str, arms: dict[str, dict[str, dict]], baseline: dict[str, dict] | None,
-             claims: dict[str, Claim] = CLAIMS) -> list[str]:
+             claims: dict[str, Claim] | None = None) -> list[str]:
     """The reading lines of a table: arms = label -> metric -> seed -> value, baseline = metric ->
-    seed -> value of the copy baseline (None or {} without baseline rows). [] without a claim."""
-    claim = claims.get(table)
+    seed -> value of the copy baseline (None or {} without baseline rows); claims = table -> claim
+    (default: the declared ones). [] without a claim."""
+    claim = (declared_claims() if claims is None else claims).get(table)
     if claim is None:
         return []
     direction = "lower" if claim.lower_is_better else "higher"

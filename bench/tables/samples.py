@@ -1,5 +1,7 @@
-"""The README sample picture: for a few test clips, the conditioning frame and the truth, then the
-causal and the full-attention rollouts of table attn (newest commit, seed 0), frames as columns.
+"""A table's sample picture, samples_<table>.png (the README's is samples_attn.png): for a few test
+clips, the conditioning frame and the truth, then the rollouts of the lines the table's
+table_spec.samples names (line -> row title; attn: causal and full attention), newest commit,
+seed 0, frames as columns.
 
 Samples are read from each row's `out_dir` (runs/<run_id>/, relative to the checkout):
 `samples.pt` when present (a (B, T, 3, H, W) float tensor in [0, 1], torch.save), else the
@@ -17,8 +19,6 @@ import numpy as np
 
 TENSOR_FILE = "samples.pt"
 SHEET_FILE = "samples.png"
-ARMS = (("causal", "causal rollout"), ("full", "full attention"))  # (variant, row title)
-TABLE = "attn"
 SEED = 0
 NUM_CLIPS = 4
 TEST_SEED_START = 20_000_000  # core.synthetic.SPLIT_SEED_START["test"]
@@ -73,48 +73,56 @@ def truth_videos(row: dict, num_clips: int, frames: int, h: int, w: int) -> np.n
     return np.stack([c.clamp(0, 1).permute(0, 2, 3, 1).numpy() for c in clips])
 
 
-def pick_rows(rows: list[dict]) -> dict[str, dict]:
-    """variant -> the newest ok model row of table attn at seed SEED, all of the newest commit."""
-    ok = [r for r in rows if r.get("table") == TABLE and r.get("status") == "ok"
+def _variant(row: dict):
+    """The row's line: config.variant, else (older rows) the column its `factor` names."""
+    return ((row.get("config") or {}).get("variant") or row.get("variant")
+            or row.get(row.get("factor") or "variant"))
+
+
+def pick_rows(rows: list[dict], table: str) -> dict[str, dict]:
+    """variant -> the newest ok model row of `table` at seed SEED, all of the newest commit."""
+    ok = [r for r in rows if r.get("table") == table and r.get("status") == "ok"
           and r.get("kind") in ("train", "eval") and str(r.get("seed")) == str(SEED)
-          and ((r.get("config") or {}).get("variant") or r.get("variant") or r.get("attn"))]
+          and _variant(r)]
     if not ok:
         return {}
     newest = max(ok, key=lambda r: (str(r.get("date") or ""), str(r.get("commit"))))["commit"]
     out: dict = {}
     for r in sorted(ok, key=lambda r: (str(r.get("date") or ""), str(r.get("run_id")))):
-        variant = (r.get("config") or {}).get("variant") or r.get("variant") or r.get("attn")
         if r.get("commit") == newest:
-            out[str(variant)] = r
+            out[str(_variant(r))] = r
     return out
 
 
-def sample_strips(rows: list[dict], root: Path, num_clips: int = NUM_CLIPS):
-    """([(clip, title, frames (T, H, W, 3))], {variant: row}), or None without saved samples."""
-    chosen = pick_rows(rows)
+def sample_strips(rows: list[dict], root: Path, table: str, arms: dict[str, str],
+                  num_clips: int = NUM_CLIPS):
+    """([(clip, title, frames (T, H, W, 3))], {variant: row}) of `table`'s lines `arms`
+    (variant -> row title, in order), or None without saved samples."""
+    arms = list(arms.items())
+    chosen = pick_rows(rows, table)
     videos = {}
-    for variant, _ in ARMS:
+    for variant, _ in arms:
         if variant not in chosen:
             return None
         v = load_videos(chosen[variant], root)
         if v is None:
             return None
         videos[variant] = v
-    first = chosen[ARMS[0][0]]
+    first = chosen[arms[0][0]]
     n = min(num_clips, *(v.shape[0] for v in videos.values()))
     t = min(v.shape[1] for v in videos.values())
-    h, w = videos[ARMS[0][0]].shape[2:4]
+    h, w = videos[arms[0][0]].shape[2:4]
     truth = truth_videos(first, n, t, h, w)
     strips = []
     for i in range(n):
         if truth is not None:
             strips.append((i, "cond. + truth", truth[i]))
-        for variant, title in ARMS:
+        for variant, title in arms:
             strips.append((i, title, videos[variant][i, :t]))
-    return strips, {v: chosen[v] for v, _ in ARMS}
+    return strips, {v: chosen[v] for v, _ in arms}
 
 
-def draw(strips, runs: dict, path: Path, save) -> bool:
+def draw(strips, runs: dict, path: Path, save, table: str) -> bool:
     """Draw the strips as one image grid (a row per strip, a column per frame); False if none."""
     if not strips:
         return False
@@ -145,19 +153,20 @@ def draw(strips, runs: dict, path: Path, save) -> bool:
     for spine in ax.spines.values():
         spine.set_visible(False)
     commits = sorted({str(r.get("commit"))[:7] for r in runs.values()})
-    ax.set_title(f"{TABLE}: test clips, seed {SEED}, commit {', '.join(commits)}\nruns "
+    ax.set_title(f"{table}: test clips, seed {SEED}, commit {', '.join(commits)}\nruns "
                  + ", ".join(f"{v} {r.get('run_id')}" for v, r in runs.items()), fontsize=6)
     ax.set_xlabel("generated frame", fontsize=7)
     fig.subplots_adjust(left=label_in / (label_in + width), right=0.98, top=1 - 0.45 / height,
                         bottom=0.5 / height)
-    save(fig, path, f"{TABLE} samples: conditioning frame, truth, causal and full rollouts")
+    save(fig, path, f"{table} samples: conditioning frame, truth, {' and '.join(runs)} rollouts")
     return True
 
 
-def write(rows: list[dict], root: Path, path: Path, save) -> bool:
-    """Write the picture at `path` when the saved samples exist; False (nothing written) if not."""
-    found = sample_strips(rows, root)
+def write(rows: list[dict], root: Path, path: Path, save, table: str, arms: dict[str, str]) -> bool:
+    """Write the picture of `table`'s lines `arms` at `path` when the saved samples exist; False
+    (nothing written) if not."""
+    found = sample_strips(rows, root, table, arms)
     if not found:
         return False
     strips, runs = found
-    return draw(strips, runs, path, save)
+    return draw(strips, runs, path, save, table)

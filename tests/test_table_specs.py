@@ -138,3 +138,15 @@ def test_core_names_no_ablation():
                              for x in [n.left, *n.comparators])]
     assert not found, f"ablation names in core/ (declare it in the ablation's table_spec): {found}"
     assert not branches, f"core/ branches on a run's ablation/table: {branches}"
+
+
+def test_every_model_and_baseline_row_of_the_results_table_stores_its_variant():
+    """Rows are labelled by their stored variant (the two oldest attn rows were migrated once)."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "paper_tables" / "runs.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    unlabelled = [r["run_id"] for r in rows
+                  if r.get("kind") in ("train", "baseline") and not r.get("variant")]
+    assert not unlabelled, f"rows without a variant: {unlabelled[:5]}"

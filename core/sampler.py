@@ -46,7 +46,7 @@ def frame_temperatures(cfg: SamplerConfig, num_generated: int) -> list[float]:
     return list(cfg.temperatures[:num_generated])
 
 
-def cfg_at(cfg: SamplerConfig, num_tokens: int, still_masked: int) -> float:
+def guidance_at(cfg: SamplerConfig, num_tokens: int, still_masked: int) -> float:
     """Guidance scale for an iteration: MAR's linear schedule 1 + (s-1)(N - m_k)/N, or constant."""
     if cfg.cfg_schedule == "constant":
         return cfg.cfg_scale
@@ -97,7 +97,7 @@ def _generate_causal(model, cond, num_frames, cfg, generator, context, context_m
                                           context_mask, cache)[:, 0]
             next_masked = mask_by_order(orders, still_masked)
             _reveal(head_sampler, features, masked & ~next_masked, current,
-                    cfg_at(cfg, per_frame, still_masked), temperatures[f - num_cond], generator,
+                    guidance_at(cfg, per_frame, still_masked), temperatures[f - num_cond], generator,
                     batch)
             masked = next_masked
         if cfg.clip_latents and f > num_cond and model.tokenizer.clip_range is not None:
@@ -132,7 +132,7 @@ def _generate_joint(model, cond, num_frames, cfg, generator, context, context_ma
                                   context_mask)[:, num_cond:].flatten(1, 2)
         next_masked = mask_by_order(orders, still_masked)
         reveal = masked & ~next_masked
-        _reveal(head_sampler, features, reveal, current, cfg_at(cfg, total, still_masked),
+        _reveal(head_sampler, features, reveal, current, guidance_at(cfg, total, still_masked),
                 token_temperature[reveal][:, None], generator, batch)  # (n, 1) per-token
         if clip_range is not None:  # as in the causal path: clipped before later steps see them
             clip = reveal & after_first

@@ -5,7 +5,7 @@ import torch
 
 from core import SamplerConfig, VideoMAR, sample_video
 from core.config import ModelConfig
-from core.sampler import cfg_at, frame_temperatures
+from core.sampler import guidance_at, frame_temperatures
 from tests.helpers import tiny, trained_like
 
 FAST = dict(num_iter=3)
@@ -76,8 +76,8 @@ def test_schedules():
     with pytest.raises(ValueError, match="temperatures"):
         frame_temperatures(listed, 3)
     linear = SamplerConfig(cfg_scale=3.0)
-    assert cfg_at(linear, 64, 64) == 1.0 and cfg_at(linear, 64, 0) == 3.0
-    assert cfg_at(SamplerConfig(cfg_scale=3.0, cfg_schedule="constant"), 64, 64) == 3.0
+    assert guidance_at(linear, 64, 64) == 1.0 and guidance_at(linear, 64, 0) == 3.0
+    assert guidance_at(SamplerConfig(cfg_scale=3.0, cfg_schedule="constant"), 64, 64) == 3.0
 
 
 def test_bad_requests_fail_clearly():

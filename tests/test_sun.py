@@ -279,9 +279,9 @@ def test_cfg_equals_plain_when_negative_equals_positive_or_scale_one(parts):
     x, t, pos, neg = inputs(batch=2)
     with torch.no_grad():
         plain = sun_teacher.plain_eps_fn(unet, pos)(x, t)
-        torch.testing.assert_close(sun_teacher.cfg_eps_fn(unet, pos, pos, 3.0)(x, t), plain,
+        torch.testing.assert_close(sun_teacher.guided_eps_fn(unet, pos, pos, 3.0)(x, t), plain,
                                    atol=ATOL, rtol=0)
-        torch.testing.assert_close(sun_teacher.cfg_eps_fn(unet, pos, neg, 1.0)(x, t), plain,
+        torch.testing.assert_close(sun_teacher.guided_eps_fn(unet, pos, neg, 1.0)(x, t), plain,
                                    atol=ATOL, rtol=0)
 
 

@@ -50,11 +50,11 @@ def test_guided_eps_of_the_teacher_is_cfg_and_the_student_uses_one_pass():
     z, z_u = _conditions()
     x, t = torch.randn(z.shape[0], TOKEN_DIM), torch.tensor([500])
     eps_c, eps_u = head.net(x, t, z)[:, :TOKEN_DIM], head.net(x, t, z_u)[:, :TOKEN_DIM]
-    guided = solver.cfg_eps_fn(head, z, z_u, torch.tensor(2.5))(x, t)
+    guided = solver.guided_eps_fn(head, z, z_u, torch.tensor(2.5))(x, t)
     torch.testing.assert_close(guided, eps_u + 2.5 * (eps_c - eps_u), rtol=1e-5, atol=1e-5)
     w = torch.linspace(1.0, 3.0, z.shape[0])  # per-token scales, (N,) or (N, 1)
     for shape in [(-1,), (-1, 1)]:
-        per_token = solver.cfg_eps_fn(head, z, z_u, w.reshape(shape))(x, t)
+        per_token = solver.guided_eps_fn(head, z, z_u, w.reshape(shape))(x, t)
         torch.testing.assert_close(per_token, eps_u + w[:, None] * (eps_c - eps_u), rtol=1e-5,
                                    atol=1e-5)
 
@@ -137,7 +137,7 @@ def test_distillation_brings_the_4_step_student_to_the_teacher():
     assert torch.allclose(pool["targets"][:, -1], pool["final"])
     # The targets are the teacher's ODE at the student's timesteps (749, 499, 249, 0): the same
     # guided ODE solved in only 4 steps lands near each of them, far nearer than its spread.
-    teacher_fn = solver.cfg_eps_fn(model.head, pool["z"], pool["z_uncond"], pool["guidance"])
+    teacher_fn = solver.guided_eps_fn(model.head, pool["z"], pool["z_uncond"], pool["guidance"])
     with torch.no_grad():
         _, coarse = solver.solve(teacher_fn, model.head, pool["noise"], 4)
     err = (coarse["after"] - pool["targets"]).pow(2).mean(dim=(0, 2))

@@ -117,7 +117,7 @@ def build_trajectory_cache(unet, encoder, combos: torch.Tensor, cfg: DistillConf
     parts = []
     for i in range(0, cfg.pool_size, chunk):
         sl = slice(i, i + chunk)
-        eps_fn = sun_teacher.cfg_eps_fn(unet, encoder(pos[sl]), encoder(neg[sl]), cfg.guidance)
+        eps_fn = sun_teacher.guided_eps_fn(unet, encoder(pos[sl]), encoder(neg[sl]), cfg.guidance)
         final, traj = sun_teacher.dpm_sample(eps_fn, noise[sl], cfg.teacher_steps, record=True)
         parts.append((final, traj, teacher_states_at(traj, final, cfg.student_steps)))
     return {"pos": pos, "neg": neg, "noise": noise,

@@ -73,7 +73,7 @@ def make_suites(held_out: torch.Tensor, num_prompt: int, num_negative: int,
 def teacher_cfg_sampler(unet, steps: int, guidance: float) -> Sampler:
     """Teacher with CFG; the negative prompt is the unconditional branch. 2 NFE per step."""
     return lambda pos, neg, noise: sun_teacher.dpm_sample(
-        sun_teacher.cfg_eps_fn(unet, pos, neg, guidance), noise, steps)[0]
+        sun_teacher.guided_eps_fn(unet, pos, neg, guidance), noise, steps)[0]
 
 
 def teacher_plain_sampler(unet, steps: int) -> Sampler:

@@ -25,7 +25,7 @@ from core.head_sampler import head_clip_x0
 from core.sampler import sample_latents
 from core.sun.head_adapter import SUNHeadAdapter
 from core.sun.optim import cosine_lr, log_progress, optimizer_step
-from core.sun.solver import cfg_eps_fn, make_scheduler, solve
+from core.sun.solver import guided_eps_fn, make_scheduler, solve
 
 DISTILL_SEED_OFFSET = 2_000_029  # keeps distillation draws apart from training/eval draws
 
@@ -74,7 +74,7 @@ def teacher_pool(model, clips: list, captions: list, sampler: SamplerConfig,
     w = 1.0 + (cfg_max - 1.0) * torch.rand(n, 1, generator=generator)
     x_T = torch.randn(n, head.token_dim, generator=generator)
     w, x_T = w.to(device), x_T.to(device)
-    final, traj = solve(cfg_eps_fn(head, z, z_u, w), head, x_T, cfg.teacher_steps, clip_x0,
+    final, traj = solve(guided_eps_fn(head, z, z_u, w), head, x_T, cfg.teacher_steps, clip_x0,
                         record=True)
     student_t = make_scheduler(head, student_steps).timesteps
     teacher_t = traj["timesteps"]

@@ -79,7 +79,7 @@ def solve(eps_fn: Callable[[Tensor, Tensor], Tensor], head: DiffusionHead, x_T: 
     return x, traj
 
 
-def cfg_eps_fn(head: DiffusionHead, z: Tensor, z_uncond: Tensor, guidance: Tensor):
+def guided_eps_fn(head: DiffusionHead, z: Tensor, z_uncond: Tensor, guidance: Tensor):
     """The frozen head's guided eps: eps_u + w (eps_c - eps_u), one batched pass on 2N rows.
 
     guidance: a scalar tensor, or per-token scales (N,) or (N, 1).
@@ -125,7 +125,7 @@ def sample_dpm(head: DiffusionHead, z: Tensor, z_uncond: Optional[Tensor], *, cf
     """
     x_T, noise = start(head, z, generator, temperature, stochastic)
     if z_uncond is not None and cfg_scale != 1.0:
-        eps_fn = cfg_eps_fn(head, z, z_uncond.to(z), torch.tensor(float(cfg_scale)))
+        eps_fn = guided_eps_fn(head, z, z_uncond.to(z), torch.tensor(float(cfg_scale)))
     else:
         cond = head.net.cond_embed(z)
 

@@ -122,7 +122,7 @@ def dpm_sample(eps_fn: EpsFn, noise: torch.Tensor, num_steps: int,
     return x, traj
 
 
-def cfg_eps_fn(unet: UNet2DConditionModel, pos: torch.Tensor, neg: torch.Tensor,
+def guided_eps_fn(unet: UNet2DConditionModel, pos: torch.Tensor, neg: torch.Tensor,
                guidance: float) -> EpsFn:
     """Classifier-free guidance with the negative as the unconditional branch (2 NFE/step)."""
     context = torch.cat([neg, pos])  # (2B, L, D), one batched UNet call

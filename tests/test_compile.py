@@ -7,6 +7,8 @@ break at core/pattern.py's "nothing hidden?" test), the rest is traced.
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -15,6 +17,8 @@ from core.model import VideoMAR
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
+                    reason="inductor needs a C++ compiler on PATH (apt install g++)")
 def test_compiled_model_matches_eager():
     model = VideoMAR(ModelConfig(width=32, depth=1, num_heads=2, head_width=32), seed=0).eval()
     g = torch.Generator().manual_seed(0)

@@ -150,9 +150,9 @@ def main(argv=None) -> dict:
     # FlexAttention (model.attn_backend=flex, GPU training) computes only the frame tiles with a
     # visible key; SDPA with the dense mask computes every tile of the attention scores.
     per_frame = grid[0] * grid[1]
-    dense = cfg.pattern.sdpa_mask(args.frames, per_frame)
-    skipped = (cfg.pattern.block_mask(dense, per_frame).sparsity() / 100
-               if dense is not None else 0.0)
+    frames = cfg.pattern.frame_mask(args.frames)
+    skipped = (cfg.pattern.block_mask(frames, per_frame).sparsity() / 100
+               if frames is not None else 0.0)
     table += (f"\n\nattention-score tiles of a {args.frames}-frame training pass that "
               f"model.attn_backend=flex skips: {skipped:.0%}")
     table += (f"\n\nbackward/forward FLOPs {analytic_train['backward'] / analytic_train['forward']:.2f}; "

@@ -65,6 +65,13 @@ def teacher_forcing_mask(num_frames: int, tokens_per_frame: int, num_cond_frames
     attends to a masked one. So every masked frame sees exactly what the single-target step with
     target f shows it, and all of them train in one pass. L = (2T - 1 - c) * tokens_per_frame.
     """
+    allowed = teacher_forcing_frames(num_frames, num_cond_frames, window=window)
+    return expand_frame_mask(allowed, tokens_per_frame).to(device)
+
+
+def teacher_forcing_frames(num_frames: int, num_cond_frames: int, *,
+                           window: int = 0) -> torch.Tensor:
+    """The frame-level (2T-1-c, 2T-1-c) bool mask behind `teacher_forcing_mask`."""
     if not 1 <= num_cond_frames < num_frames:
         raise ValueError(f"num_cond_frames={num_cond_frames} must be in [1, {num_frames - 1}] for "
                          f"a {num_frames}-frame clip")
@@ -72,8 +79,7 @@ def teacher_forcing_mask(num_frames: int, tokens_per_frame: int, num_cond_frames
     masked = torch.arange(frames.numel()) >= num_frames - 1
     visible = frame_visibility(frames, frames, window=window, anchor_frames=num_cond_frames)
     own = masked[:, None] & (frames[:, None] == frames[None, :])  # a masked frame and its clean twin
-    allowed = torch.where(masked[None, :], own, visible & ~own)
-    return expand_frame_mask(allowed, tokens_per_frame).to(device)
+    return torch.where(masked[None, :], own, visible & ~own)
 
 
 def random_orders(batch_size: int, num_tokens: int, generator: torch.Generator) -> torch.Tensor:

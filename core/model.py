@@ -37,7 +37,8 @@ from core.attention import Block, NORM_EPS
 from core.config import ModelConfig
 from core.diffusion_head import DiffusionHead
 from core.kv_cache import KVCache
-from core.masks import mask_by_order, num_masked_tokens, random_orders, sample_mask_ratio
+from core.masks import (expand_frame_mask, mask_by_order, num_masked_tokens, random_orders,
+                        sample_mask_ratio)
 from core.rope import grid_positions, rope_tables
 from core.text import TextEncoder
 from core.tokenizers import Tokenizer, build_tokenizer
@@ -186,11 +187,14 @@ class VideoMAR(nn.Module):
             x = x + self._learned_positions(frame_offset, num_frames, height, width_tokens).to(x.dtype)
         return x
 
-    def _flex(self, mask: Optional[torch.Tensor], per_frame: int):
-        """With model.attn_backend="flex", the dense mask as a FlexAttention BlockMask."""
-        if mask is None or self.cfg.attn_backend != "flex":
-            return mask
-        return self.pattern.block_mask(mask, per_frame)
+    def _self_attn_mask(self, frames: Optional[torch.Tensor], per_frame: int, device):
+        """A frame-level mask for the blocks: expanded to tokens for SDPA, or, with
+        model.attn_backend="flex", a FlexAttention BlockMask of frame tiles."""
+        if frames is None:
+            return None
+        if self.cfg.attn_backend == "flex":
+            return self.pattern.block_mask(frames.to(device), per_frame)
+        return expand_frame_mask(frames.to(device), per_frame)
 
     def _run_blocks(self, x, cos, sin, attn_mask, context, context_mask, cache):
         """The transformer blocks in order. With model.grad_checkpoint, while training with
@@ -224,8 +228,8 @@ class VideoMAR(nn.Module):
         if cos is not None:
             cos2, sin2 = self._rope(first, num_frames - first, height, width_tokens, x.device)
             cos, sin = torch.cat([cos, cos2]), torch.cat([sin, sin2])
-        attn_mask = self._flex(self.pattern.teacher_forcing_mask(num_frames, per_frame,
-                                                                 x.device), per_frame)
+        attn_mask = self._self_attn_mask(self.pattern.teacher_forcing_frames(num_frames),
+                                         per_frame, x.device)
         x = self._run_blocks(x, cos, sin, attn_mask, context, context_mask, None)
         x = x[:, (num_frames - 1) * per_frame:]  # the masked stream
         return self.norm(x).reshape(batch, num_frames - first, per_frame, -1)
@@ -248,11 +252,13 @@ class VideoMAR(nn.Module):
         if cache is not None and cache.length != frame_offset * per_frame:
             raise RuntimeError(f"KV cache has committed {cache.length} tokens but frame_offset="
                                f"{frame_offset} needs {frame_offset * per_frame}")
-        held = cache.held_frames() if cache is not None else ()
-        attn_mask = self.pattern.sdpa_mask(num_frames, per_frame, x.device,
-                                           frame_offset=frame_offset, held=held)
-        if cache is None:  # a training-style pass over whole frames
-            attn_mask = self._flex(attn_mask, per_frame)
+        if cache is None:  # a training-style pass over whole frames (SDPA or FlexAttention)
+            attn_mask = self._self_attn_mask(self.pattern.frame_mask(num_frames), per_frame,
+                                             x.device)
+        else:
+            attn_mask = self.pattern.sdpa_mask(num_frames, per_frame, x.device,
+                                               frame_offset=frame_offset,
+                                               held=cache.held_frames())
         x = self._run_blocks(x, cos, sin, attn_mask, context, context_mask, cache)
         if cache is not None and commit:
             cache.commit(num_frames * per_frame)

@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 import torch
 
 from core.masks import expand_frame_mask, frame_visibility
-from core.masks import teacher_forcing_mask as _teacher_forcing_mask
+from core.masks import teacher_forcing_frames as _teacher_forcing_frames
 
 
 @dataclass(frozen=True)
@@ -51,40 +51,48 @@ class AttentionPattern:
         return frame_visibility(query_frames, key_frames, window=self.window,
                                 anchor_frames=self.anchor)
 
-    def sdpa_mask(self, num_frames: int, tokens_per_frame: int, device=None, *,
-                  frame_offset: int = 0, held: Sequence[int] = ()) -> Optional[torch.Tensor]:
-        """The (L, L_keys) bool mask of one pass, or None when every key is visible.
+    def frame_mask(self, num_frames: int, *, frame_offset: int = 0,
+                   held: Sequence[int] = ()) -> Optional[torch.Tensor]:
+        """The frame-level (F, F_keys) bool mask of one pass, or None when every key is visible.
 
-        Queries: frames frame_offset.. (num_frames of them, L tokens); keys: the cached frames
-        `held` (slot order) followed by the queries.
+        Queries: frames frame_offset.. (num_frames of them); keys: the cached frames `held`
+        (slot order) followed by the queries.
         """
         if not self.causal:
             return None
         queries = torch.arange(frame_offset, frame_offset + num_frames)
         keys = torch.cat([torch.tensor(list(held), dtype=torch.long), queries])
         visible = self.visible(queries, keys)
-        if bool(visible.all()):
-            return None
-        return expand_frame_mask(visible.to(device), tokens_per_frame)
+        return None if bool(visible.all()) else visible
 
-    def teacher_forcing_mask(self, num_frames: int, tokens_per_frame: int,
-                             device=None) -> torch.Tensor:
-        """The mask of the two-stream pass training every generated frame (causal only)."""
+    def sdpa_mask(self, num_frames: int, tokens_per_frame: int, device=None, *,
+                  frame_offset: int = 0, held: Sequence[int] = ()) -> Optional[torch.Tensor]:
+        """`frame_mask` at token level, (L, L_keys) bool for SDPA, or None."""
+        frames = self.frame_mask(num_frames, frame_offset=frame_offset, held=held)
+        return None if frames is None else expand_frame_mask(frames.to(device), tokens_per_frame)
+
+    def teacher_forcing_frames(self, num_frames: int) -> torch.Tensor:
+        """The frame-level mask of the two-stream pass training every generated frame."""
         if not self.causal:
             raise ValueError("teacher forcing needs the causal pattern (full attention already "
                              "trains every generated frame)")
-        return _teacher_forcing_mask(num_frames, tokens_per_frame, self.anchor, device,
-                                     window=self.window)
+        return _teacher_forcing_frames(num_frames, self.anchor, window=self.window)
 
-    def block_mask(self, mask: torch.Tensor, block: int):
-        """A FlexAttention BlockMask of a dense (L, L_keys) bool mask from `sdpa_mask` or
-        `teacher_forcing_mask`, with `block`-token tiles (one frame): flex_attention computes
-        only the tiles with a visible key, where SDPA with the dense mask computes them all."""
+    def teacher_forcing_mask(self, num_frames: int, tokens_per_frame: int,
+                             device=None) -> torch.Tensor:
+        """`teacher_forcing_frames` at token level (causal only)."""
+        return expand_frame_mask(self.teacher_forcing_frames(num_frames).to(device),
+                                 tokens_per_frame)
+
+    def block_mask(self, frames: torch.Tensor, block: int):
+        """A FlexAttention BlockMask of a frame-level mask (`frame_mask`,
+        `teacher_forcing_frames`) with one frame of `block` tokens per tile: flex_attention
+        computes only the tiles with a visible key, and no token-level mask is ever built."""
         from torch.nn.attention.flex_attention import create_block_mask
 
-        q_len, kv_len = mask.shape
-        return create_block_mask(lambda b, h, q, k: mask[q, k], None, None, q_len, kv_len,
-                                 device=mask.device, BLOCK_SIZE=block)
+        q_len, kv_len = frames.shape[0] * block, frames.shape[1] * block
+        return create_block_mask(lambda b, h, q, k: frames[q // block, k // block], None, None,
+                                 q_len, kv_len, device=frames.device, BLOCK_SIZE=block)
 
     # ------------------------------------------------------------------ the KV cache
     def cache_frames(self, num_frames: int) -> int:

@@ -71,6 +71,13 @@ class CrossAttention(nn.Module):
         self.q_norm = nn.RMSNorm(head_dim, eps=NORM_EPS) if qk_norm else nn.Identity()
         self.k_norm = nn.RMSNorm(head_dim, eps=NORM_EPS) if qk_norm else nn.Identity()
         self.proj = nn.Linear(width, width, bias=False)
+        self.set_processor(None)
+
+    def set_processor(self, processor) -> None:
+        """Route forward through `processor(self, x, context, context_mask, cache, layer)`, or
+        back to the plain attention with None. Kept outside the module tree (object attribute),
+        so an installed adapter never enters the model's state_dict, parameters or EMA."""
+        object.__setattr__(self, "processor", processor)
 
     def context_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys (RMS-normed) and values (B, h, Lt, d) of the projected text."""
@@ -83,8 +90,11 @@ class CrossAttention(nn.Module):
         """x (B, L, W) attends to context (B, Lt, W); context_mask (B, Lt) bool, True = valid.
 
         With a KV cache the text K/V are computed on the first pass and reused (they do not change
-        while a clip is generated).
+        while a clip is generated). An installed processor (core/sun/backbone_adapter.py) takes
+        over the whole call.
         """
+        if self.processor is not None:
+            return self.processor(self, x, context, context_mask, cache, layer)
         q = self.q_norm(rearrange(self.q(x), "b l (h d) -> b h l d", h=self.num_heads))
         if cache is not None:
             k, v = cache.cross_kv(layer, context, lambda: self.context_kv(context))

@@ -24,6 +24,7 @@ TEMPERATURE_SCHEDULES = ("constant", "progressive", "list")
 CFG_SCHEDULES = ("linear", "constant")
 HEAD_SAMPLERS = ("ddpm", "dpm", "sun")
 HEAD_SOLVERS = ("ode", "sde")
+GUIDANCE_PASSES = ("cfg", "sun")
 DATA_SOURCES = ("synthetic", "folder")
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -229,6 +230,16 @@ class SamplerConfig:
     # head=sun: the adapter's safetensors file. Empty in a harness run: distilled from the trained
     # head first (RunConfig.head_distill) and cached next to the training checkpoint.
     head_adapter: Optional[str] = None
+    # Where guidance happens: "cfg" = the backbone on [cond; uncond] (a doubled batch and KV
+    # cache), the head mixes the two eps; "sun" = one backbone pass through the SpeedUpNet
+    # backbone adapter (core/sun/backbone_adapter.py) on [caption | negative], the head runs
+    # unguided on its features. guidance=sun without backbone_adapter: a harness run distils one
+    # (head_distill.*) and caches it next to the training checkpoint.
+    guidance: str = "cfg"
+    backbone_adapter: Optional[str] = None
+    # The unconditional branch's text: None = the learned null embedding (MAR/VideoMAR's CFG),
+    # else this prompt, encoded like a caption (a controllable negative prompt, as in SUN).
+    negative_prompt: Optional[str] = None
 
     def __post_init__(self) -> None:
         self.temperatures = list(self.temperatures)
@@ -250,11 +261,17 @@ class SamplerConfig:
         _check(self.head != "sun" or self.cfg_scale != 1.0,
                "sampler.head=sun needs classifier-free guidance (sampler.cfg_scale != 1): the "
                "adapter reads the null condition from the backbone's unconditional branch")
+        _check(self.guidance in GUIDANCE_PASSES,
+               f"sampler.guidance={self.guidance!r}: choose one of {GUIDANCE_PASSES}")
+        _check(self.guidance != "sun" or (self.cfg_scale != 1.0 and self.head != "sun"),
+               "sampler.guidance=sun folds guidance into the backbone: it needs sampler.cfg_scale "
+               "!= 1 and an unguided head (sampler.head=ddpm or dpm, not sun)")
 
 
 @dataclass(kw_only=True)
 class HeadDistillConfig:
-    """Distilling the SUN head adapter from the trained head (core/sun/head_distill.py).
+    """Distilling a SUN adapter: on the head (core/sun/head_distill.py, sampler.head=sun) or on
+    the backbone's cross-attention (core/sun/backbone_distill.py, sampler.guidance=sun).
 
     Conditions (z_cond, z_uncond) are recorded from the teacher sampler (sampler.head=ddpm at
     teacher_sampling_steps) on training clips; targets are the frozen head's CFG ODE
@@ -270,6 +287,7 @@ class HeadDistillConfig:
     steps: int = 600
     batch_cfg: int = 512  # tokens per step for the guided-eps (CFG distillation) loss
     batch_msc: int = 256  # tokens per step for the multi-step consistency loss
+    batch_states: int = 8  # sampler.guidance=sun: teacher sampling states (frames) per step
     lr: float = 1e-3
     lambda_msc: float = 1.0  # 0 = CFG distillation only (the "without MSC" ablation)
     cfg_max: Optional[float] = None  # None: the run's sampler.cfg_scale
@@ -277,7 +295,8 @@ class HeadDistillConfig:
     def __post_init__(self) -> None:
         _check(self.num_clips >= 1 and self.pool_size >= 1 and self.steps >= 0,
                "head_distill.num_clips/pool_size must be >= 1 and steps >= 0")
-        _check(self.batch_cfg >= 1 and self.batch_msc >= 1, "head_distill batches must be >= 1")
+        _check(min(self.batch_cfg, self.batch_msc, self.batch_states) >= 1,
+               "head_distill batches must be >= 1")
         _check(self.lambda_msc >= 0, "head_distill.lambda_msc must be >= 0 (0 disables MSC)")
         _check(self.cfg_max is None or self.cfg_max >= 1.0, "head_distill.cfg_max must be >= 1")
 

@@ -13,6 +13,7 @@ iterations so each iteration reveals as many tokens as a causal one, no cache.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Optional, Sequence
 
@@ -67,8 +68,13 @@ def _double(x: torch.Tensor, guided: bool) -> torch.Tensor:
     return torch.cat([x, x]) if guided else x
 
 
+def _at_scale(model, adapter, guidance: float):
+    """Backbone passes at guidance scale `guidance` under a SUN backbone adapter (else a no-op)."""
+    return adapter.scale(model, guidance) if adapter is not None else contextlib.nullcontext()
+
+
 def _generate_causal(model, cond, num_frames, cfg, generator, context, context_mask, guided,
-                     head_sampler):
+                     head_sampler, adapter=None):
     batch, num_cond, height, width, dim = cond.shape
     per_frame = height * width
     temperatures = frame_temperatures(cfg, num_frames - num_cond)
@@ -77,7 +83,9 @@ def _generate_causal(model, cond, num_frames, cfg, generator, context, context_m
     cache = None
     if cfg.use_kv_cache:  # 1. prefill the conditioning frames
         cache = model.new_cache(batch * (2 if guided else 1), num_frames, per_frame)
-        model.backbone(_double(cond, guided), None, 0, context, context_mask, cache, commit=True)
+        with _at_scale(model, adapter, cfg.cfg_scale):
+            model.backbone(_double(cond, guided), None, 0, context, context_mask, cache,
+                           commit=True)
     for f in range(num_cond, num_frames):  # 2. one frame at a time
         orders = random_orders(batch, per_frame, generator).to(cond.device)
         current = torch.zeros(batch, per_frame, dim, device=cond.device, dtype=cond.dtype)
@@ -85,33 +93,38 @@ def _generate_causal(model, cond, num_frames, cfg, generator, context, context_m
         for still_masked in schedule:  # 3. K masked iterations
             x = current.view(batch, 1, height, width, dim)
             m = masked.view(batch, 1, per_frame)
+            guidance = guidance_at(cfg, per_frame, still_masked)
+            scaled = _at_scale(model, adapter, guidance)
             if cache is None:  # recompute every earlier frame
                 past = torch.stack(frames, dim=1)
                 x = torch.cat([past, x], dim=1)
                 m = torch.cat([torch.zeros(batch, f, per_frame, dtype=torch.bool,
                                            device=m.device), m], dim=1)
-                features = model.backbone(_double(x, guided), _double(m, guided), 0, context,
-                                          context_mask)[:, -1]
+                with scaled:
+                    features = model.backbone(_double(x, guided), _double(m, guided), 0, context,
+                                              context_mask)[:, -1]
             else:  # read-only pass against the cached frames
-                features = model.backbone(_double(x, guided), _double(m, guided), f, context,
-                                          context_mask, cache)[:, 0]
+                with scaled:
+                    features = model.backbone(_double(x, guided), _double(m, guided), f, context,
+                                              context_mask, cache)[:, 0]
             next_masked = mask_by_order(orders, still_masked)
             _reveal(head_sampler, features, masked & ~next_masked, current,
-                    guidance_at(cfg, per_frame, still_masked), temperatures[f - num_cond], generator,
-                    batch)
+                    1.0 if adapter is not None else guidance, temperatures[f - num_cond],
+                    generator, batch)
             masked = next_masked
         if cfg.clip_latents and f > num_cond and model.tokenizer.clip_range is not None:
             current = current.clamp(*model.tokenizer.clip_range)  # 4. from the 2nd generated frame
         frame = current.view(batch, height, width, dim)
         frames.append(frame)
         if cache is not None and f + 1 < num_frames:  # 5. append the finished frame
-            model.backbone(_double(frame[:, None], guided), None, f, context, context_mask,
-                           cache, commit=True)
+            with _at_scale(model, adapter, cfg.cfg_scale):
+                model.backbone(_double(frame[:, None], guided), None, f, context, context_mask,
+                               cache, commit=True)
     return torch.stack(frames, dim=1)
 
 
 def _generate_joint(model, cond, num_frames, cfg, generator, context, context_mask, guided,
-                    head_sampler):
+                    head_sampler, adapter=None):
     batch, num_cond, height, width, dim = cond.shape
     per_frame = height * width
     num_generated = num_frames - num_cond
@@ -128,11 +141,13 @@ def _generate_joint(model, cond, num_frames, cfg, generator, context, context_ma
     for still_masked in reveal_schedule(total, cfg.num_iter * num_generated):
         x = torch.cat([cond, current.view(batch, num_generated, height, width, dim)], dim=1)
         m = torch.cat([cond_mask, masked.view(batch, num_generated, per_frame)], dim=1)
-        features = model.backbone(_double(x, guided), _double(m, guided), 0, context,
-                                  context_mask)[:, num_cond:].flatten(1, 2)
+        guidance = guidance_at(cfg, total, still_masked)
+        with _at_scale(model, adapter, guidance):
+            features = model.backbone(_double(x, guided), _double(m, guided), 0, context,
+                                      context_mask)[:, num_cond:].flatten(1, 2)
         next_masked = mask_by_order(orders, still_masked)
         reveal = masked & ~next_masked
-        _reveal(head_sampler, features, reveal, current, guidance_at(cfg, total, still_masked),
+        _reveal(head_sampler, features, reveal, current, 1.0 if adapter is not None else guidance,
                 token_temperature[reveal][:, None], generator, batch)  # (n, 1) per-token
         if clip_range is not None:  # as in the causal path: clipped before later steps see them
             clip = reveal & after_first
@@ -166,13 +181,23 @@ def sample_latents(model, cond_tokens: torch.Tensor, num_frames: int, cfg: Sampl
     head_sampler = build_head_sampler(model, cfg, head_hook)
     batch = cond_tokens.shape[0]
     context, context_mask = model.encode_context(captions, batch)
-    if guided:  # [conditional; unconditional] halves
-        null, null_mask = model.encode_context(None, batch)
-        context, context_mask = torch.cat([context, null]), torch.cat([context_mask, null_mask])
+    adapter = None
+    if guided:
+        negative = [cfg.negative_prompt] * batch if cfg.negative_prompt is not None else None
+        null, null_mask = model.encode_context(negative, batch)
+        if cfg.guidance == "sun":  # one pass on the joint context [caption | negative]
+            from core.sun.backbone_adapter import joint_context, resolve
+
+            adapter = resolve(model, cfg)
+            context, context_mask = joint_context(context, context_mask, null, null_mask)
+            guided = False  # no doubled batch: the adapter folds guidance into the features
+        else:  # [conditional; unconditional] halves
+            context = torch.cat([context, null])
+            context_mask = torch.cat([context_mask, null_mask])
     cfg = dataclasses.replace(cfg, use_kv_cache=use_cache)
     generate = _generate_causal if causal else _generate_joint
     return generate(model, cond_tokens, num_frames, cfg, generator, context, context_mask, guided,
-                    head_sampler)
+                    head_sampler, adapter)
 
 
 def device_generator(model, seed: int) -> torch.Generator:
@@ -200,6 +225,7 @@ def sample_video(model, first_frame: torch.Tensor, num_frames: int, *, use_kv_ca
     if clip.dim() != 5:
         raise ValueError(f"first_frame must be (B, C, H, W) or (B, Tc, C, H, W), got {tuple(first_frame.shape)}")
     device = model.mask_token.device
-    cond = model.tokenizer.encode(clip.to(device))
-    latents = sample_latents(model, cond, num_frames, cfg, generator, captions)
+    cond = model.tokenizer.encode(clip.to(device))  # num_frames: pixel frames, like the output
+    latents = sample_latents(model, cond, model.tokenizer.latent_frames(num_frames), cfg,
+                             generator, captions)
     return model.tokenizer.decode(latents)

@@ -68,12 +68,22 @@ def teacher_pool(model, clips: list, captions: list, sampler: SamplerConfig,
     pick = torch.randperm(z.shape[0], generator=generator)[:cfg.pool_size]
     z, z_u = z[pick].float(), z_u[pick].float()
     n = z.shape[0]
-    head = model.head
-    device = next(head.parameters()).device
-    z, z_u = z.to(device), z_u.to(device)
+    device = next(model.head.parameters()).device
     w = 1.0 + (cfg_max - 1.0) * torch.rand(n, 1, generator=generator)
-    x_T = torch.randn(n, head.token_dim, generator=generator)
-    w, x_T = w.to(device), x_T.to(device)
+    pool = teacher_trajectories(model.head, z.to(device), z_u.to(device), w.to(device), cfg,
+                                clip_x0, student_steps, generator)
+    return {"z": z.to(device), "z_uncond": z_u.to(device), "guidance": w.to(device), **pool,
+            "num_recorded": len(records)}
+
+
+@torch.no_grad()
+def teacher_trajectories(head: DiffusionHead, z: Tensor, z_u: Tensor, w: Tensor,
+                         cfg: HeadDistillConfig, clip_x0: Optional[float], student_steps: int,
+                         generator: torch.Generator) -> dict:
+    """The frozen head's CFG ODE trajectories (cfg.teacher_steps) for conditions z, z_u (N, C)
+    at scales w (N, 1), from x_T drawn on the CPU `generator`: the states and eps of L_cfg and
+    the states after each student step (`targets`, N x student_steps x D) of L_msc."""
+    x_T = torch.randn(z.shape[0], head.token_dim, generator=generator).to(z.device)
     final, traj = solve(guided_eps_fn(head, z, z_u, w), head, x_T, cfg.teacher_steps, clip_x0,
                         record=True)
     student_t = make_scheduler(head, student_steps).timesteps
@@ -81,9 +91,27 @@ def teacher_pool(model, clips: list, captions: list, sampler: SamplerConfig,
     # The teacher's state after each student step: at the student's next timestep, then x_0.
     index = [teacher_t.tolist().index(int(t)) for t in student_t[1:]]
     targets = torch.cat([traj["states"][:, index], final[:, None]], dim=1)
-    return {"z": z, "z_uncond": z_u, "guidance": w, "noise": x_T, "final": final,
-            "timesteps": teacher_t, "states": traj["states"], "eps": traj["eps"],
-            "targets": targets, "num_recorded": len(records)}
+    return {"noise": x_T, "final": final, "timesteps": teacher_t, "states": traj["states"],
+            "eps": traj["eps"], "targets": targets}
+
+
+def conditioning_clips(model, dataset, num_clips: int, batch_size: int = 8):
+    """The first `num_clips` clips of `dataset` as (conditioning tokens, frame count) pairs in
+    batches, with their captions: what a teacher sampler is run on."""
+    from torch.utils.data import DataLoader
+
+    num_cond = model.cfg.num_cond_frames
+    clips, captions, seen = [], [], 0
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        if seen >= num_clips:
+            break
+        video = batch["video"][: num_clips - seen].to(model.mask_token.device)
+        clips.append((model.tokenizer.encode(video[:, :num_cond]), video.shape[1]))
+        captions.append(list(batch["caption"][: video.shape[0]]))
+        seen += video.shape[0]
+    if not clips:
+        raise ValueError("SUN distillation got an empty dataset: it needs training clips")
+    return clips, captions
 
 
 def distill(model, pool: dict, cfg: HeadDistillConfig, cfg_max: float, student_steps: int,
@@ -136,9 +164,6 @@ def distill_for_model(model, dataset, sampler: SamplerConfig, cfg: HeadDistillCo
                       log: Callable[[str], None] = print) -> tuple[SUNHeadAdapter, dict]:
     """Record conditions on the first cfg.num_clips clips of `dataset`, cache the teacher's
     trajectories and distil an adapter for `sampler` (its cfg_scale, steps and x0 clipping)."""
-    from torch.utils.data import DataLoader
-
-    device = model.mask_token.device
     generator = torch.Generator().manual_seed(DISTILL_SEED_OFFSET + seed)
     cfg_max = cfg.cfg_max if cfg.cfg_max is not None else sampler.cfg_scale
     if sampler.cfg_scale > cfg_max:
@@ -146,17 +171,7 @@ def distill_for_model(model, dataset, sampler: SamplerConfig, cfg: HeadDistillCo
                          f"{sampler.cfg_scale:g}: raise it or leave it null")
     check_grids(model.head, sampler.num_sampling_steps, cfg.teacher_steps)
     clip_x0 = head_clip_x0(model, sampler)
-    num_cond = model.cfg.num_cond_frames
-    clips, captions, seen = [], [], 0
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        if seen >= cfg.num_clips:
-            break
-        video = batch["video"][: cfg.num_clips - seen].to(device)
-        clips.append((model.tokenizer.encode(video[:, :num_cond]), video.shape[1]))
-        captions.append(list(batch["caption"][: video.shape[0]]))
-        seen += video.shape[0]
-    if not clips:
-        raise ValueError("head distillation got an empty dataset: it needs training clips")
+    clips, captions = conditioning_clips(model, dataset, cfg.num_clips, batch_size)
     was_training = model.training
     model.eval()
     start = time.perf_counter()

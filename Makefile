@@ -28,7 +28,7 @@ TORCH_REQ := $(shell sed -n 's/^ *"\(torch==[^"]*\)".*/\1/p' pyproject.toml)
 TORCH_INDEX_URL := $(if $(findstring ://,$(TORCH_INDEX)),$(TORCH_INDEX),https://download.pytorch.org/whl/$(TORCH_INDEX))
 # requirements.lock pins every transitive version; it is applied as constraints when present.
 LOCK        := $(wildcard requirements.lock)
-LOCK_EXTRAS := sweeps tables metrics dev notebooks profile
+LOCK_EXTRAS := sweeps tables metrics encoders dev notebooks profile
 
 .DEFAULT_GOAL := venv
 .PHONY: help venv demo test test-fast test-notebooks tables bench profile sun notebooks lab lock clean distclean

@@ -19,7 +19,8 @@ from core.pattern import AttentionPattern
 ATTN_MODES = ("causal", "full")
 TARGET_FRAMES = ("one", "all")
 POS_EMBS = ("rope", "learned")
-TOKENIZERS = ("patch", "vae")
+TOKENIZERS = ("patch", "vae", "video_vae")
+TEXT_ENCODERS = ("hashed", "t5")
 TEMPERATURE_SCHEDULES = ("constant", "progressive", "list")
 CFG_SCHEDULES = ("linear", "constant")
 HEAD_SAMPLERS = ("ddpm", "dpm", "sun")
@@ -42,12 +43,18 @@ def _check(cond: bool, msg: str) -> None:
 class TokenizerConfig:
     """How pixels become continuous tokens (see core/tokenizers.py)."""
 
-    kind: str = "patch"  # "patch": raw pixel patches; "vae": diffusers AutoencoderKL from vae_path
+    # "patch": raw pixel patches; "vae": diffusers AutoencoderKL from vae_path, frame by frame;
+    # "video_vae": a diffusers video VAE with temporal compression (AutoencoderKLWan, ...Cosmos,
+    # ...CogVideoX, ...HunyuanVideo) from vae_path, clip by clip (core/video_tokenizer.py)
+    kind: str = "patch"
     patch_size: int = 4  # pixels per token side (patch) or latent pixels per token side (vae)
     image_channels: int = 3
     vae_path: Optional[str] = None  # local directory holding config.json + weights
     vae_latent_channels: int = 4  # must match the VAE's config.json (checked on load)
     vae_downsample: int = 8  # spatial stride of the VAE (checked on load)
+    # video_vae only: frames per latent frame after the first (checked on load). A clip of T frames
+    # becomes 1 + (T-1)/vae_temporal latent frames: frame 0 alone, then groups of vae_temporal.
+    vae_temporal: int = 4
     # Patch tokens: pixels in [-1, 1] are normalised as (x - patch_shift) * patch_scale, so the
     # diffusion head sees roughly zero-mean, unit-variance tokens (as MAR scales its VAE latents).
     # The defaults fit the built-in sprites data (pixels in [-1, 1]: mean -0.31, std 0.42; pinned
@@ -59,6 +66,26 @@ class TokenizerConfig:
         _check(self.kind in TOKENIZERS, f"tokenizer.kind={self.kind!r}: choose one of {TOKENIZERS}")
         _check(self.patch_size >= 1, f"tokenizer.patch_size={self.patch_size} must be >= 1")
         _check(self.patch_scale > 0, f"tokenizer.patch_scale={self.patch_scale} must be > 0")
+        _check(self.vae_temporal >= 1, f"tokenizer.vae_temporal={self.vae_temporal} must be >= 1")
+
+    @property
+    def temporal_stride(self) -> int:
+        """Pixel frames per latent frame after the first (1 unless kind=video_vae)."""
+        return self.vae_temporal if self.kind == "video_vae" else 1
+
+    def latent_frames(self, frames: int, what: str = "the clip") -> int:
+        """Latent frames of a `frames`-frame clip: 1 + (frames-1)/k; ConfigError if it does not fit."""
+        k = self.temporal_stride
+        if frames < 1 or (frames - 1) % k:
+            valid = ", ".join(str(1 + k * n) for n in range(1, 6))
+            raise ConfigError(f"{what} has {frames} frames, but tokenizer.kind={self.kind} with "
+                              f"temporal compression {k} needs 1 + {k}*n frames (the first frame "
+                              f"alone, then groups of {k}): use e.g. {valid}, ...")
+        return 1 + (frames - 1) // k
+
+    def pixel_frames(self, latent_frames: int) -> int:
+        """Pixel frames behind `latent_frames` latent frames: 1 + k*(latent_frames-1)."""
+        return 1 + self.temporal_stride * (latent_frames - 1)
 
     @property
     def token_dim(self) -> int:
@@ -69,6 +96,24 @@ class TokenizerConfig:
     def spatial_stride(self) -> int:
         """Pixels per token side."""
         return self.patch_size * (1 if self.kind == "patch" else self.vae_downsample)
+
+
+@dataclass(kw_only=True)
+class TextEncoderConfig:
+    """Which text encoder turns captions into features (see core/text_encoder.py).
+
+    "hashed": the small trainable hashed-word encoder (core/text.py). "t5": a frozen transformers
+    T5 / UMT5 / MT5 encoder and its tokenizer from local directories, captions padded or cut to
+    model.text_len tokens; model.text_dim must equal its d_model (checked on load).
+    """
+
+    kind: str = "hashed"
+    path: Optional[str] = None  # kind=t5: directory with config.json + weights (save_pretrained)
+    tokenizer_path: Optional[str] = None  # kind=t5: tokenizer directory; None = path
+
+    def __post_init__(self) -> None:
+        _check(self.kind in TEXT_ENCODERS,
+               f"model.text_encoder.kind={self.kind!r}: choose one of {TEXT_ENCODERS}")
 
 
 @dataclass(kw_only=True)
@@ -123,6 +168,7 @@ class ModelConfig:
     text_dim: int = 64
     text_len: int = 16
     text_vocab: int = 4096  # hashed word vocabulary of the built-in text encoder
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     cond_drop_prob: float = 0.1  # replace the text by the learned null embedding (for CFG)
     # Masking (MAR): mask ratio r ~ TruncNormal(1.0, mask_ratio_std) on [mask_ratio_min, 1].
     mask_ratio_min: float = 0.7
@@ -139,6 +185,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if isinstance(self.tokenizer, dict):
             self.tokenizer = TokenizerConfig(**self.tokenizer)
+        if isinstance(self.text_encoder, dict):
+            self.text_encoder = TextEncoderConfig(**self.text_encoder)
         self.rope_split = list(self.rope_split)
         _check(self.attn in ATTN_MODES, f"model.attn={self.attn!r}: choose one of {ATTN_MODES}")
         _check(self.attn_backend in ("sdpa", "flex"),
@@ -460,9 +508,17 @@ class RunConfig:
         _check(d.height % stride == 0 and d.width % stride == 0,
                f"data resolution {d.height}x{d.width} is not divisible by the tokenizer's spatial "
                f"stride {stride}: change data.height/data.width or tokenizer.patch_size")
-        _check(m.num_cond_frames < d.num_frames,
+        tok = m.tokenizer
+        latent = tok.latent_frames(d.num_frames, "data.num_frames")
+        for s in self.train.frame_stages:
+            tok.latent_frames(s, f"train.frame_stages entry {s}")
+        for name in ("num_frames", "extrap_frames"):
+            if getattr(self.eval, name):
+                tok.latent_frames(getattr(self.eval, name), f"eval.{name}")
+        _check(m.num_cond_frames < latent,
                f"model.num_cond_frames={m.num_cond_frames} must be smaller than "
-               f"data.num_frames={d.num_frames}")
+               f"data.num_frames={d.num_frames}" + (f" ({latent} latent frames)"
+                                                     if tok.temporal_stride > 1 else ""))
         tokens = (d.height // stride) * (d.width // stride)
         _check(self.sampler.num_iter <= tokens,
                f"sampler.num_iter={self.sampler.num_iter} exceeds the {tokens} tokens per frame")

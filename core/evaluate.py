@@ -95,8 +95,10 @@ def model_producer(model, sampler: SamplerConfig, generator: torch.Generator) ->
     device = model.mask_token.device
 
     def produce(video: torch.Tensor, captions: List[str], frames: int) -> torch.Tensor:
-        cond = model.tokenizer.encode(video[:, :num_cond].to(device))
-        latents = sample_latents(model, cond, frames, sampler, generator, captions)
+        tok = model.tokenizer  # num_cond latent frames; `frames` pixel frames
+        cond = tok.encode(video[:, :tok.pixel_frames(num_cond)].to(device))
+        latents = sample_latents(model, cond, tok.latent_frames(frames), sampler, generator,
+                                 captions)
         return model.tokenizer.decode(latents)
     return produce
 

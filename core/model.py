@@ -40,7 +40,7 @@ from core.kv_cache import KVCache
 from core.masks import (expand_frame_mask, mask_by_order, num_masked_tokens, random_orders,
                         sample_mask_ratio)
 from core.rope import grid_positions, rope_tables
-from core.text import TextEncoder
+from core.text_encoder import build_text_encoder
 from core.tokenizers import Tokenizer, build_tokenizer
 
 
@@ -92,7 +92,7 @@ class VideoMAR(nn.Module):
             self.pos_h = nn.Parameter(torch.zeros(cfg.max_grid, width))
             self.pos_w = nn.Parameter(torch.zeros(cfg.max_grid, width))
         has_text = cfg.text_dim > 0
-        self.text_encoder = TextEncoder(cfg.text_vocab, cfg.text_dim, cfg.text_len) if has_text else None
+        self.text_encoder = build_text_encoder(cfg) if has_text else None
         self.text_proj = nn.Linear(cfg.text_dim, width) if has_text else None
         self.null_text = nn.Parameter(torch.zeros(1, cfg.text_len, width)) if has_text else None
         self.blocks = nn.ModuleList(

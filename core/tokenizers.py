@@ -25,12 +25,28 @@ from torch import nn
 from core.config import TokenizerConfig
 
 VAE_CONFIG_FILE = "config.json"
-VAE_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+VAE_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin",
+                    "diffusion_pytorch_model.safetensors.index.json")
 VAE_ENCODE_CHUNK = 16  # frames per AutoencoderKL call (bounds activation memory)
 STAGE_HINT = ("stage an AutoencoderKL as <dir>/config.json + "
               "<dir>/diffusion_pytorch_model.safetensors, e.g. AutoencoderKL.from_pretrained("
               "'stabilityai/sd-vae-ft-ema').save_pretrained('<dir>') on a machine with internet, "
               "then set tokenizer.vae_path=<dir>")
+VIDEO_STAGE_HINT = ("stage a diffusers video VAE (AutoencoderKLWan, AutoencoderKLCosmos, "
+                    "AutoencoderKLCogVideoX or AutoencoderKLHunyuanVideo) as <dir>/config.json + "
+                    "<dir>/diffusion_pytorch_model.safetensors, e.g. AutoencoderKLWan."
+                    "from_pretrained('Wan-AI/Wan2.1-I2V-14B-480P-Diffusers', subfolder='vae')."
+                    "save_pretrained('<dir>') on a machine with internet, then set "
+                    "tokenizer.kind=video_vae tokenizer.vae_path=<dir>")
+
+
+def missing_vae_files(cfg: TokenizerConfig) -> List[str]:
+    """Names of the diffusers VAE files absent from cfg.vae_path (any VAE kind; [] when staged)."""
+    root = Path(cfg.vae_path or "").expanduser()
+    missing = [] if (root / VAE_CONFIG_FILE).is_file() else [VAE_CONFIG_FILE]
+    if not any((root / name).is_file() for name in VAE_WEIGHT_FILES):
+        missing.append(" or ".join(VAE_WEIGHT_FILES))
+    return missing
 
 
 def _patchify(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -68,7 +84,7 @@ class Tokenizer(nn.Module):
         self.image_channels = cfg.image_channels
         self.token_dim = cfg.token_dim
         self.spatial_stride = cfg.spatial_stride
-        self.temporal_stride = 1
+        self.temporal_stride = cfg.temporal_stride
         self.clip_range: Optional[Tuple[float, float]] = None
 
     def token_grid(self, height: int, width: int) -> Tuple[int, int]:
@@ -79,6 +95,14 @@ class Tokenizer(nn.Module):
                              f"spatial stride {s}: change data.height/width or "
                              "tokenizer.patch_size")
         return height // s, width // s
+
+    def latent_frames(self, frames: int) -> int:
+        """Latent frames of a `frames`-frame clip (the same number without temporal compression)."""
+        return self.cfg.latent_frames(frames)
+
+    def pixel_frames(self, latent_frames: int) -> int:
+        """Pixel frames that encode to `latent_frames` latent frames."""
+        return self.cfg.pixel_frames(latent_frames)
 
     def _check_video(self, video: torch.Tensor) -> None:
         if video.ndim != 5 or video.shape[2] != self.image_channels:
@@ -139,11 +163,14 @@ class VAETokenizer(Tokenizer):
     # Sampled latents are clipped to +-CLIP_SIGMAS of unit-variance scaled latents. Real encoded
     # frames rarely exceed it; VideoMAR clips its 0.5-scaled Cosmos latents at +-2 (raw +-4).
     CLIP_SIGMAS = 4.0
+    KIND = "vae"  # the tokenizer.kind this class serves
+    HINT = STAGE_HINT  # how to stage its files, quoted by every loading error
 
     def __init__(self, cfg: TokenizerConfig, sample_posterior: bool = False) -> None:
         super().__init__(cfg)
-        if cfg.kind != "vae":
-            raise ValueError(f"VAETokenizer needs tokenizer.kind='vae', got {cfg.kind!r}")
+        if cfg.kind != self.KIND:
+            raise ValueError(f"{type(self).__name__} needs tokenizer.kind={self.KIND!r}, got "
+                             f"{cfg.kind!r}")
         self.sample_posterior = sample_posterior
         self.latent_scale = self.LATENT_SCALE
         self.latent_shift = 0.0
@@ -152,13 +179,10 @@ class VAETokenizer(Tokenizer):
 
     def missing_files(self) -> List[str]:
         """The files `load()` needs that are absent from cfg.vae_path (empty when all are there)."""
-        root = Path(self.cfg.vae_path or "").expanduser()
-        missing = [] if (root / VAE_CONFIG_FILE).is_file() else [VAE_CONFIG_FILE]
-        if not any((root / name).is_file() for name in VAE_WEIGHT_FILES):
-            missing.append(" or ".join(VAE_WEIGHT_FILES))
-        return missing
+        return missing_vae_files(self.cfg)
 
-    def _check_config(self, root: Path) -> None:
+    def _check_config(self, root: Path) -> str:
+        """Check config.json against the tokenizer config; returns the diffusers class name."""
         conf = json.loads((root / VAE_CONFIG_FILE).read_text())
         name = conf.get("_class_name", "AutoencoderKL")
         if name != "AutoencoderKL":
@@ -176,28 +200,33 @@ class VAETokenizer(Tokenizer):
                              f"vae_downsample={self.cfg.vae_downsample}: set tokenizer."
                              f"vae_latent_channels={channels} "
                              f"tokenizer.vae_downsample={downsample}")
+        return name
 
     def load(self) -> nn.Module:
-        """Load (once), check and freeze the AutoencoderKL; errors name missing files and fixes."""
+        """Load (once), check and freeze the VAE; errors name missing files and fixes."""
         if self._vae.module is not None:
             return self._vae.module
         check_pretrained(self.cfg)
         root = Path(self.cfg.vae_path).expanduser()
-        self._check_config(root)
-        from diffusers import AutoencoderKL  # imported lazily: diffusers takes seconds to import
+        name = self._check_config(root)
+        import diffusers  # imported lazily: diffusers takes seconds to import
 
         try:
-            vae = AutoencoderKL.from_pretrained(str(root), local_files_only=True)
+            vae = getattr(diffusers, name).from_pretrained(str(root), local_files_only=True)
         except (OSError, ValueError, RuntimeError) as err:
-            raise RuntimeError(f"could not load an AutoencoderKL from {str(root)!r} ({err}); "
-                               f"re-stage it: {STAGE_HINT}") from err
+            raise RuntimeError(f"could not load an {name} from {str(root)!r} ({err}); "
+                               f"re-stage it: {self.HINT}") from err
         vae.eval().requires_grad_(False)
+        self._set_normalisation(vae)
+        self._vae.module = vae
+        return vae
+
+    def _set_normalisation(self, vae: nn.Module) -> None:
+        """latent_scale / latent_shift from the VAE's config (defaults when it has none)."""
         scale = getattr(vae.config, "scaling_factor", None)
         shift = getattr(vae.config, "shift_factor", None)
         self.latent_scale = float(scale) if scale else self.LATENT_SCALE
         self.latent_shift = float(shift) if shift else 0.0
-        self._vae.module = vae
-        return vae
 
     def _vae_like(self, ref: torch.Tensor) -> nn.Module:
         vae = self.load()
@@ -238,15 +267,15 @@ class VAETokenizer(Tokenizer):
 def missing_pretrained_files(cfg: TokenizerConfig) -> List[str]:
     """Files the tokenizer of `cfg` needs from disk that are not there ([] for kind=patch).
 
-    Cheap (a few stat calls) and loads nothing: call it before any work. For kind=vae without
-    tokenizer.vae_path the entry is "tokenizer.vae_path (not set)".
+    Cheap (a few stat calls) and loads nothing: call it before any work. For kind=vae or video_vae
+    without tokenizer.vae_path the entry is "tokenizer.vae_path (not set)".
     """
-    if cfg.kind != "vae":
+    if cfg.kind not in ("vae", "video_vae"):
         return []
     if not cfg.vae_path:
         return ["tokenizer.vae_path (not set)"]
     root = Path(cfg.vae_path).expanduser()
-    return [str(root / name) for name in VAETokenizer(cfg).missing_files()]
+    return [str(root / name) for name in missing_vae_files(cfg)]
 
 
 def check_pretrained(cfg: TokenizerConfig) -> None:
@@ -254,20 +283,26 @@ def check_pretrained(cfg: TokenizerConfig) -> None:
     missing = missing_pretrained_files(cfg)
     if not missing:
         return
+    hint = VIDEO_STAGE_HINT if cfg.kind == "video_vae" else STAGE_HINT
     if not cfg.vae_path:
-        raise FileNotFoundError(f"tokenizer.kind=vae needs tokenizer.vae_path: {STAGE_HINT}")
+        raise FileNotFoundError(f"tokenizer.kind={cfg.kind} needs tokenizer.vae_path: {hint}")
     root = Path(cfg.vae_path).expanduser()
     where = ("does not exist" if not root.is_dir()
              else "lacks " + ", ".join(Path(m).name for m in missing))
     raise FileNotFoundError(f"VAE directory {str(root)!r} {where} (needs {VAE_CONFIG_FILE} and "
                             f"one of {', '.join(VAE_WEIGHT_FILES)}); missing: "
-                            f"{', '.join(missing)}. To fix: {STAGE_HINT}")
+                            f"{', '.join(missing)}. To fix: {hint}")
 
 
 def build_tokenizer(cfg: TokenizerConfig) -> Tokenizer:
-    """The tokenizer of cfg.kind ("patch" or "vae"); a VAE is only read from disk on first use."""
+    """The tokenizer of cfg.kind ("patch", "vae" or "video_vae"); a VAE is only read from disk on
+    first use."""
     if cfg.kind == "patch":
         return PatchTokenizer(cfg)
     if cfg.kind == "vae":
         return VAETokenizer(cfg)
-    raise ValueError(f"tokenizer.kind={cfg.kind!r}: choose 'patch' or 'vae'")
+    if cfg.kind == "video_vae":
+        from core.video_tokenizer import VideoVAETokenizer  # it builds on this module
+
+        return VideoVAETokenizer(cfg)
+    raise ValueError(f"tokenizer.kind={cfg.kind!r}: choose 'patch', 'vae' or 'video_vae'")

@@ -104,29 +104,43 @@ def _exclusive(directory: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _sun_head(model, cfg: RunConfig, train_dir: Path, train_set, code: str) -> dict:
-    """sampler.head=sun without a given adapter: distil one from the trained head (once per
-    training key and distillation config, under the training lock), install it, return its info."""
-    from core.sun import head_adapter, head_distill
+def _sun_adapter(model, cfg: RunConfig, train_dir: Path, train_set, code: str) -> dict:
+    """sampler.head=sun or sampler.guidance=sun without a given adapter file: distil the head or
+    backbone adapter from the trained model (once per training key and distillation config,
+    under the training lock), install it, return its info."""
+    from core.sun import backbone_adapter, backbone_distill, head_adapter, head_distill
 
     s = cfg.sampler
-    # Everything that shapes the recorded conditions and the targets: the whole sampler config
-    # except which head samples (the teacher run always uses the DDPM head).
-    teacher = {k: v for k, v in dataclasses.asdict(s).items() if k not in ("head", "head_adapter")}
+    on_backbone = s.guidance == "sun"
+    # Everything that shapes the teacher's runs and the targets: the whole sampler config except
+    # what selects the student (the teacher always samples with the DDPM head and plain CFG).
+    student = ("guidance", "backbone_adapter") if on_backbone else ("head", "head_adapter")
+    teacher = {k: v for k, v in dataclasses.asdict(s).items() if k not in student}
     part = {"head_distill": dataclasses.asdict(cfg.head_distill), "sampler": teacher,
             "seed": cfg.seed}
-    path = train_dir / f"sun_head-{run_id(part, code, ignore=())}.safetensors"
+    name = "sun_backbone" if on_backbone else "sun_head"
+    path = train_dir / f"{name}-{run_id(part, code, ignore=())}.safetensors"
     with _exclusive(train_dir):
         if path.is_file():
-            adapter = head_adapter.load_adapter(model.head, path)
+            adapter = (backbone_adapter.load(model, path) if on_backbone
+                       else head_adapter.load_adapter(model.head, path))
             info = {"reused": True}
         else:
-            adapter, info = head_distill.distill_for_model(model, train_set, s,
-                                                           cfg.head_distill, seed=cfg.seed)
-            adapter.save(path, info, head=model.head)
+            distill = backbone_distill if on_backbone else head_distill
+            adapter, info = distill.distill_for_model(model, train_set, s, cfg.head_distill,
+                                                      seed=cfg.seed)
+            adapter.save(path, info, **({} if on_backbone else {"head": model.head}))
             info = {**info, "reused": False}
-    head_adapter.install(model, adapter)
+    (backbone_adapter if on_backbone else head_adapter).install(model, adapter)
     return {**info, "adapter": portable_path(str(path))}
+
+
+def _remove_sun_adapters(model) -> None:
+    """Adapters belong to the EMA weights they were distilled from: detach them after scoring."""
+    from core.sun import backbone_adapter, head_adapter
+
+    head_adapter.remove(model)
+    backbone_adapter.remove(model)
 
 
 def _val_loss(model, cfg: RunConfig) -> float:
@@ -327,11 +341,13 @@ def _run(cfg: RunConfig) -> dict:
         out_dir.mkdir(parents=True, exist_ok=True)
         with ema.swapped(model) if cfg.eval.use_ema else contextlib.nullcontext():
             if cfg.sampler.head == "sun" and not cfg.sampler.head_adapter:
-                extra["head_distill"] = _sun_head(model, cfg, train_dir, train_set, git["code"])
+                extra["head_distill"] = _sun_adapter(model, cfg, train_dir, train_set,
+                                                     git["code"])
+            if cfg.sampler.guidance == "sun" and not cfg.sampler.backbone_adapter:
+                extra["backbone_distill"] = _sun_adapter(model, cfg, train_dir, train_set,
+                                                         git["code"])
             metrics = _evaluate(model, cfg, out_dir)
-        if cfg.sampler.head == "sun":  # it belongs to the EMA weights it was distilled from
-            from core.sun.head_adapter import remove
-            remove(model)
+        _remove_sun_adapters(model)
         reused = summary["resumed_from"] is not None and summary["resumed_from"] >= summary["steps"]
         metrics.update(train_loss=summary["train_loss"], train_steps=summary["steps"],
                        steps_per_s=None if reused else summary["steps_per_s"],

@@ -33,7 +33,7 @@ TINY_RUN = ["train.steps=2", "train.batch_size=2", "train.ckpt_every=0", "eval.n
 
 SUN_HEAD_QUICK = ["head_distill.steps=3", "head_distill.num_clips=2", "head_distill.pool_size=64",
                   "head_distill.teacher_sampling_steps=3", "head_distill.batch_cfg=16",
-                  "head_distill.batch_msc=8"]
+                  "head_distill.batch_msc=8", "head_distill.batch_states=2"]
 
 
 def _tiny_model(**overrides) -> VideoMAR:
@@ -227,6 +227,9 @@ def test_every_ablation_arm_composes_and_runs(ablation, arm, tmp_path):
     if ablation == "sun_head" and cfg.sampler.head == "sun":  # distilled, cached, recorded
         assert Path(row["head_distill"]["adapter"]).name.startswith("sun_head-")
         assert row["head_distill"]["pool_tokens"] == 64
+    if ablation == "sun_head" and cfg.sampler.guidance == "sun":
+        assert Path(row["backbone_distill"]["adapter"]).name.startswith("sun_backbone-")
+        assert row["backbone_distill"]["pool_tokens"] > 0
     if ablation in ("curriculum", "resolution"):
         assert metrics["val_curve"] and metrics["val_curve"][-1]["step"] == metrics["train_steps"]
 
@@ -251,6 +254,8 @@ def test_variant_labels_come_from_the_swept_knobs():
     assert variant("ablation=sun_head", "head=sun4") == "sun4"
     assert variant("ablation=sun_head", "head=sun4_nomsc") == "sun4_nomsc"
     assert variant("ablation=sun_head", "head=sun8") == "sun8"
+    assert variant("ablation=sun_head", "head=sunbb_ddpm100") == "sunbb_ddpm100"
+    assert variant("ablation=sun_head", "head=sunbb_dpm4") == "sunbb_dpm4"
     assert variant("ablation=window", "model.temporal_window=2") == "w2"
     assert variant("variant=mine") == "mine"
 

@@ -12,9 +12,9 @@ moved from the head to VideoMAR's backbone (arXiv 2506.14168):
    (head_distill.teacher_trajectories, shared with the head adapter).
 3. The student is the same backbone run once on [caption | negative] through the adapter, at the
    state's scale; its features z_s drive the frozen head with no second branch. L_cfg matches
-   head(x_k, t_k, z_s) to the teacher's guided eps at the cached states; L_msc matches the
-   student's own few-step rollout (autograd through the solver) to the teacher's states at the
-   student's timesteps. Only the adapter trains.
+   head(x_k, t_k, z_s) to the teacher's guided eps at the cached states; with a few-step head
+   (sampler.head=dpm) L_msc matches the student's own rollout (autograd through the solver) to
+   the teacher's states at the student's timesteps. Only the adapter trains.
 """
 
 from __future__ import annotations
@@ -45,9 +45,11 @@ def _negative(model, sampler: SamplerConfig, batch: int):
 @torch.no_grad()
 def teacher_states(model, clips: list, captions: list, sampler: SamplerConfig,
                    cfg: HeadDistillConfig, cfg_max: float, clip_x0: Optional[float],
-                   student_steps: int, generator: torch.Generator) -> list[dict]:
-    """Teacher videos -> sampling states grouped by frame, each with its tokens' trajectories."""
-    check_grids(model.head, student_steps, cfg.teacher_steps)
+                   student_steps: Optional[int], generator: torch.Generator) -> list[dict]:
+    """Teacher videos -> sampling states grouped by frame, each with its tokens' trajectories
+    (and MSC targets at `student_steps` few-step solver steps unless None)."""
+    if student_steps is not None:
+        check_grids(model.head, student_steps, cfg.teacher_steps)
     teacher = SamplerConfig(**{**sampler.__dict__, "head": "ddpm", "head_adapter": None,
                                "guidance": "cfg", "backbone_adapter": None,
                                "num_sampling_steps": cfg.teacher_sampling_steps})
@@ -110,10 +112,12 @@ def student_features(model, adapter: SUNBackboneAdapter, group: dict, states: Te
     return z[:, f][group["masked"][idx]]
 
 
-def distill(model, pool: list[dict], cfg: HeadDistillConfig, cfg_max: float, student_steps: int,
+def distill(model, pool: list[dict], cfg: HeadDistillConfig, cfg_max: float,
+            student_steps: Optional[int],
             clip_x0: Optional[float], generator: torch.Generator, negative_prompt: Optional[str],
             log: Callable[[str], None] = print) -> tuple[SUNBackboneAdapter, dict]:
-    """Train a SUNBackboneAdapter on the teacher states; returns it and the loss curves."""
+    """Train a SUNBackboneAdapter on the teacher states; returns it and the loss curves.
+    student_steps=None: L_cfg only (a head without a few-step solver has no MSC rollout)."""
     head = model.head
     device = model.mask_token.device
     frozen = [p.requires_grad for p in model.parameters()]
@@ -139,7 +143,7 @@ def distill(model, pool: list[dict], cfg: HeadDistillConfig, cfg_max: float, stu
             eps = head.net(group["states"][rows, k], t_k, z_s)[:, :head.token_dim]
             loss_cfg = F.mse_loss(eps.float(), group["eps"][rows, k])
             loss = loss_cfg
-            if cfg.lambda_msc > 0:
+            if cfg.lambda_msc > 0 and student_steps is not None:
                 cond = head.net.cond_embed(z_s)
 
                 def eps_fn(x: Tensor, t: Tensor) -> Tensor:
@@ -169,8 +173,11 @@ def distill_for_model(model, dataset, sampler: SamplerConfig, cfg: HeadDistillCo
     if sampler.cfg_scale > cfg_max:
         raise ValueError(f"head_distill.cfg_max={cfg_max:g} is below sampler.cfg_scale="
                          f"{sampler.cfg_scale:g}: raise it or leave it null")
-    student_steps = sampler.num_sampling_steps or model.head.num_sampling_steps
-    check_grids(model.head, student_steps, cfg.teacher_steps)
+    # MSC needs the student's few-step solver (head=dpm); the DDPM chain learns from L_cfg only.
+    student_steps = (sampler.num_sampling_steps or model.head.num_sampling_steps
+                     if sampler.head == "dpm" else None)
+    if student_steps is not None:
+        check_grids(model.head, student_steps, cfg.teacher_steps)
     clip_x0 = head_clip_x0(model, sampler)
     clips, captions = conditioning_clips(model, dataset, cfg.num_clips, batch_size)
     was_training = model.training

@@ -78,21 +78,24 @@ def teacher_pool(model, clips: list, captions: list, sampler: SamplerConfig,
 
 @torch.no_grad()
 def teacher_trajectories(head: DiffusionHead, z: Tensor, z_u: Tensor, w: Tensor,
-                         cfg: HeadDistillConfig, clip_x0: Optional[float], student_steps: int,
-                         generator: torch.Generator) -> dict:
+                         cfg: HeadDistillConfig, clip_x0: Optional[float],
+                         student_steps: Optional[int], generator: torch.Generator) -> dict:
     """The frozen head's CFG ODE trajectories (cfg.teacher_steps) for conditions z, z_u (N, C)
     at scales w (N, 1), from x_T drawn on the CPU `generator`: the states and eps of L_cfg and
-    the states after each student step (`targets`, N x student_steps x D) of L_msc."""
+    the states after each student step (`targets`, N x student_steps x D) of L_msc; no targets
+    for student_steps=None (a student without a few-step solver)."""
     x_T = torch.randn(z.shape[0], head.token_dim, generator=generator).to(z.device)
     final, traj = solve(guided_eps_fn(head, z, z_u, w), head, x_T, cfg.teacher_steps, clip_x0,
                         record=True)
+    pool = {"noise": x_T, "final": final, "timesteps": traj["timesteps"],
+            "states": traj["states"], "eps": traj["eps"]}
+    if student_steps is None:
+        return pool
     student_t = make_scheduler(head, student_steps).timesteps
     teacher_t = traj["timesteps"]
     # The teacher's state after each student step: at the student's next timestep, then x_0.
     index = [teacher_t.tolist().index(int(t)) for t in student_t[1:]]
-    targets = torch.cat([traj["states"][:, index], final[:, None]], dim=1)
-    return {"noise": x_T, "final": final, "timesteps": teacher_t, "states": traj["states"],
-            "eps": traj["eps"], "targets": targets}
+    return {**pool, "targets": torch.cat([traj["states"][:, index], final[:, None]], dim=1)}
 
 
 def conditioning_clips(model, dataset, num_clips: int, batch_size: int = 8):

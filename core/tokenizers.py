@@ -235,6 +235,17 @@ class VAETokenizer(Tokenizer):
             vae.to(device=ref.device, dtype=ref.dtype)
         return vae
 
+    def _latents(self, vae: nn.Module, x: torch.Tensor, chunk: int,
+                 generator: Optional[torch.Generator]) -> torch.Tensor:
+        """vae.encode over `chunk`-sized slices of x: posterior means, or samples (with a
+        generator or sample_posterior), concatenated."""
+        latents = []
+        for part in x.split(chunk):
+            dist = vae.encode(part).latent_dist
+            sample = self.sample_posterior or generator is not None
+            latents.append(dist.sample(generator=generator) if sample else dist.mean)
+        return torch.cat(latents)
+
     @torch.no_grad()
     def encode(self, video: torch.Tensor, generator: Optional[torch.Generator] = None
                ) -> torch.Tensor:
@@ -243,12 +254,8 @@ class VAETokenizer(Tokenizer):
         vae = self._vae_like(video)
         b = video.shape[0]
         frames = rearrange(video, "b t c h w -> (b t) c h w") * 2.0 - 1.0
-        latents = []
-        for chunk in frames.split(VAE_ENCODE_CHUNK):
-            dist = vae.encode(chunk).latent_dist
-            sample = self.sample_posterior or generator is not None
-            latents.append(dist.sample(generator=generator) if sample else dist.mean)
-        z = (torch.cat(latents) - self.latent_shift) * self.latent_scale
+        z = (self._latents(vae, frames, VAE_ENCODE_CHUNK, generator) - self.latent_shift
+             ) * self.latent_scale
         return _patchify(rearrange(z, "(b t) c h w -> b t c h w", b=b), self.patch_size)
 
     @torch.no_grad()

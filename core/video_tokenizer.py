@@ -101,12 +101,7 @@ class VideoVAETokenizer(VAETokenizer):
         self.latent_frames(video.shape[1])  # a ConfigError naming valid lengths
         vae = self._vae_like(video)
         clips = rearrange(video, "b t c h w -> b c t h w") * 2.0 - 1.0
-        latents = []
-        for chunk in clips.split(CLIPS_PER_CALL):
-            dist = vae.encode(chunk).latent_dist
-            sample = self.sample_posterior or generator is not None
-            latents.append(dist.sample(generator=generator) if sample else dist.mean)
-        z = torch.cat(latents)
+        z = self._latents(vae, clips, CLIPS_PER_CALL, generator)
         shift, divisor = self._normalisers(z.shape[2], z)
         z = rearrange((z - shift) / divisor, "b c t h w -> b t c h w")
         return _patchify(z, self.patch_size)

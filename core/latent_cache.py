@@ -37,7 +37,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from core.config import ModelConfig, RunConfig, TokenizerConfig
 from core.text_encoder import EncodedCaption, build_text_encoder
-from core.tokenizers import Tokenizer, build_tokenizer
+from core.tokenizer_factory import build_tokenizer
+from core.tokenizers import Tokenizer
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1

@@ -41,7 +41,8 @@ from core.masks import (expand_frame_mask, mask_by_order, num_masked_tokens, ran
                         sample_mask_ratio)
 from core.rope import grid_positions, rope_tables
 from core.text_encoder import build_text_encoder
-from core.tokenizers import Tokenizer, build_tokenizer
+from core.tokenizer_factory import build_tokenizer
+from core.tokenizers import Tokenizer
 
 
 @dataclass

@@ -299,17 +299,3 @@ def check_pretrained(cfg: TokenizerConfig) -> None:
     raise FileNotFoundError(f"VAE directory {str(root)!r} {where} (needs {VAE_CONFIG_FILE} and "
                             f"one of {', '.join(VAE_WEIGHT_FILES)}); missing: "
                             f"{', '.join(missing)}. To fix: {hint}")
-
-
-def build_tokenizer(cfg: TokenizerConfig) -> Tokenizer:
-    """The tokenizer of cfg.kind ("patch", "vae" or "video_vae"); a VAE is only read from disk on
-    first use."""
-    if cfg.kind == "patch":
-        return PatchTokenizer(cfg)
-    if cfg.kind == "vae":
-        return VAETokenizer(cfg)
-    if cfg.kind == "video_vae":
-        from core.video_tokenizer import VideoVAETokenizer  # it builds on this module
-
-        return VideoVAETokenizer(cfg)
-    raise ValueError(f"tokenizer.kind={cfg.kind!r}: choose 'patch', 'vae' or 'video_vae'")

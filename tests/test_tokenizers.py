@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from core.config import TokenizerConfig
-from core.tokenizers import PatchTokenizer, Tokenizer, VAETokenizer, build_tokenizer
+from core.tokenizer_factory import build_tokenizer
+from core.tokenizers import PatchTokenizer, Tokenizer, VAETokenizer
 
 VAE_CHANNELS = 4
 VAE_DOWNSAMPLE = 2

@@ -16,7 +16,8 @@ import torch
 from core.config import ConfigError, DataConfig, RunConfig, TokenizerConfig
 from core.model import VideoMAR
 from core.sampler import sample_video
-from core.tokenizers import build_tokenizer, check_pretrained
+from core.tokenizer_factory import build_tokenizer
+from core.tokenizers import check_pretrained
 from core.video_tokenizer import VideoVAETokenizer
 from tests.tiny_pretrained import encoder_model_cfg, save_tiny_wan_vae, video_vae_cfg
 

@@ -31,7 +31,7 @@ LOCK        := $(wildcard requirements.lock)
 LOCK_EXTRAS := sweeps tables metrics encoders dev notebooks profile
 
 .DEFAULT_GOAL := venv
-.PHONY: help venv demo test test-fast test-notebooks tables bench profile sun notebooks lab lock clean distclean
+.PHONY: help venv demo test test-fast test-notebooks tables bench gpu-check profile sun notebooks lab lock clean distclean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -81,6 +81,9 @@ bench: venv  ## KV-cache throughput, FLOPs/MFU, GPU-hour cost, profiler trace; r
 	$(PY) bench/flops.py
 	$(PY) bench/cost.py
 	$(PY) bench/profiler.py
+
+gpu-check: venv  ## on a CUDA machine: bf16 MFU, KV cache on GPU, DDP memory, head syncs (one JSON line; skips without CUDA)
+	$(PY) bench/gpu_check.py
 
 profile: venv  ## torch.profiler traces in runs/profile (open: .venv/bin/tensorboard --logdir runs/profile)
 	$(MAKE) venv EXTRAS=$(EXTRAS),profile

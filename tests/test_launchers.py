@@ -1,27 +1,29 @@
-"""Launchers end to end: SLURM through stand-in tools, requeue through submitit's local executor.
+"""Launchers end to end: presets, SLURM through stand-in tools, requeue after preemption.
 
-No cluster is needed. For SLURM, small Python scripts named sbatch/srun/sinfo/sacct/scancel are
-put first on PATH: sbatch records each submitted script and runs the array's tasks in the
-background with the SLURM_* variables a real allocation sets, sacct reports their state. The
-launcher, submitit and the jobs themselves run unchanged. The requeue test sends submitit's
-preemption signal to a real submitit_local job mid-training and checks that the requeued job
-resumes from its own checkpoint and ends with the weights of an uninterrupted run.
+No cluster is needed. For SLURM, the stand-in tools of tests/slurm_standins.py (sbatch, srun,
+sinfo, sacct, scontrol, scancel) are put first on PATH: sbatch records each submitted script and
+runs the array's tasks in the background with the SLURM_* variables a real allocation sets, sacct
+reports their state, and `scontrol requeue` runs a job again under the same id. The launcher,
+submitit and the jobs themselves run unchanged. The requeue tests send submitit's preemption
+signal mid-training, to a `slurm` job (through `scancel --signal`) and to a `submitit_local` job,
+and check that the requeued job resumes from its own checkpoint (for submitit_local: with the
+weights of an uninterrupted run). Every launcher preset is composed with Hydra's compose API.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 import torch
+
+from tests.slurm_standins import calls, fake_slurm, job_starts
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = [sys.executable, str(ROOT / "ablations" / "run.py")]
@@ -30,115 +32,6 @@ TINY = ["train.steps=2", "train.batch_size=2", "train.ckpt_every=0", "data.heigh
         "resolution=fixed", "eval.num_clips=2", "eval.num_loss_batches=1",
         "sampler.num_iter=2", "model.num_sampling_steps=3", "model.width=32", "model.num_heads=2",
         "model.depth=1", "model.head_width=32", "threads=1"]
-
-FAKE_SBATCH = r'''
-import os, re, shlex, subprocess, sys, time
-from pathlib import Path
-log = Path(os.environ["FAKE_SLURM_DIR"])
-script = Path(sys.argv[-1]).read_text()
-counter = log / "next_id"
-job = int(counter.read_text()) if counter.exists() else 1000
-counter.write_text(str(job + 1))
-(log / f"sbatch_{job}.sh").write_text(script)
-with open(log / "calls.log", "a") as f:
-    f.write("sbatch " + " ".join(sys.argv[1:]) + "\n")
-array = re.search(r"#SBATCH --array=(\d+)-(\d+)", script)
-tasks = list(range(int(array[1]), int(array[2]) + 1)) if array else [None]
-runner = [sys.executable, str(Path(__file__).with_name("fake_runner.py")), str(job),
-          str(log / f"sbatch_{job}.sh")]
-runner += [str(t) for t in tasks if t is not None]
-subprocess.Popen(runner, start_new_session=True, stdout=subprocess.DEVNULL,
-                 stderr=open(log / f"runner_{job}.err", "w"))
-print(f"Submitted batch job {job}")
-'''
-
-FAKE_RUNNER = r'''
-import os, shlex, subprocess, sys, time
-from pathlib import Path
-log = Path(os.environ["FAKE_SLURM_DIR"])
-job, script, tasks = sys.argv[1], Path(sys.argv[2]).read_text(), sys.argv[3:] or [None]
-exports = dict(shlex.split(line.strip())[1].split("=", 1) for line in script.splitlines()
-               if line.strip().startswith("export ") and "=" in line)
-srun = next(line for line in script.splitlines() if line.strip().startswith("srun"))
-words, opts = shlex.split(srun)[1:], {}
-while words and words[0].startswith("--"):  # srun's own options
-    flag = words.pop(0)
-    if "=" in flag:
-        flag, value = flag.split("=", 1)
-        opts[flag] = value
-    elif flag in ("--output", "--error", "--ntasks", "--cpus-per-task"):
-        opts[flag] = words.pop(0)
-
-
-def fill(pattern, jid, task):
-    return (pattern.replace("%j", jid).replace("%A", job).replace("%a", str(task))
-            .replace("%t", "0"))
-
-for task in tasks:
-    jid = f"{job}_{task}" if task is not None else job
-    (log / f"state_{jid}").write_text("PENDING")
-for task in tasks:
-    jid = f"{job}_{task}" if task is not None else job
-    pickle = Path(fill(words[-1], jid, task)) / f"{jid}_submitted.pkl"
-    for _ in range(600):  # submitit renames the pickles after sbatch returns
-        if pickle.exists():
-            break
-        time.sleep(0.1)
-    env = dict(os.environ, **exports, SLURM_JOB_ID=jid, SLURM_NTASKS="1", SLURM_JOB_NUM_NODES="1",
-               SLURM_NODEID="0", SLURM_PROCID="0", SLURM_LOCALID="0",
-               SLURM_JOB_NODELIST="fakenode")
-    if task is not None:
-        env.update(SLURM_ARRAY_JOB_ID=job, SLURM_ARRAY_TASK_ID=task)
-    (log / f"state_{jid}").write_text("RUNNING")
-    out = Path(fill(opts.get("--output", str(log / "%j.out")), jid, task))
-    err = Path(fill(opts.get("--error", str(out)), jid, task))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "a") as o, open(err, "a") as e:
-        code = subprocess.call(words, env=env, stdout=o, stderr=e)
-    (log / f"state_{jid}").write_text("COMPLETED" if code == 0 else "FAILED")
-'''
-
-FAKE_SACCT = r'''
-import os, sys
-from pathlib import Path
-log = Path(os.environ["FAKE_SLURM_DIR"])
-ids = sys.argv[sys.argv.index("-j") + 1].split(",") if "-j" in sys.argv else []
-print("JobID|State|NodeList")
-for path in sorted(log.glob("state_*")):
-    jid = path.name[len("state_"):]
-    if not ids or any(jid == i or jid.startswith(i.split("_")[0] + "_") for i in ids):
-        print(f"{jid}|{path.read_text()}|fakenode")
-'''
-
-FAKE_SINFO = r'''
-import os, sys
-from pathlib import Path
-with open(Path(os.environ["FAKE_SLURM_DIR"]) / "calls.log", "a") as f:
-    f.write("sinfo " + " ".join(sys.argv[1:]) + "\n")
-print("gpu\ncpu")
-'''
-
-FAKE_NOOP = r'''
-import os, sys
-from pathlib import Path
-with open(Path(os.environ["FAKE_SLURM_DIR"]) / "calls.log", "a") as f:
-    f.write(Path(sys.argv[0]).name + " " + " ".join(sys.argv[1:]) + "\n")
-'''
-
-
-def _fake_slurm(tmp_path: Path) -> dict:
-    bin_dir, log = tmp_path / "bin", tmp_path / "slurm"
-    bin_dir.mkdir()
-    log.mkdir()
-    scripts = {"sbatch": FAKE_SBATCH, "fake_runner.py": FAKE_RUNNER, "sacct": FAKE_SACCT,
-               "sinfo": FAKE_SINFO, "srun": FAKE_NOOP, "scancel": FAKE_NOOP, "scontrol": FAKE_NOOP}
-    for name, body in scripts.items():
-        path = bin_dir / name
-        path.write_text(f"#!{sys.executable}\n" + textwrap.dedent(body))
-        path.chmod(0o755)
-    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-               FAKE_SLURM_DIR=str(log), OMP_NUM_THREADS="1")
-    return env
 
 
 def _rows(path: Path) -> list[dict]:
@@ -150,6 +43,57 @@ def _rows(path: Path) -> list[dict]:
 def _sweep(tmp_path: Path, *overrides: str) -> list[str]:
     return [f"results={tmp_path / 'runs.jsonl'}", f"out_dir={tmp_path / 'runs'}",
             f"hydra.sweep.dir={tmp_path / 'sweep'}", *overrides]
+
+
+# Every launcher preset and what it must resolve to (README, "On a SLURM cluster"). One task per
+# GPU: a run's DDP ranks are nodes x tasks_per_node.
+SLURM_COMMON = dict(_target_="hydra_plugins.videomar_launchers.slurm.SlurmLauncher",  # preflight
+                    partition="gpu", cpus_per_task=8, timeout_min=240, signal_delay_s=120,
+                    max_num_timeout=3)
+LAUNCHER_PRESETS = {
+    "slurm": dict(SLURM_COMMON, nodes=1, gpus_per_node=1, tasks_per_node=1, mem_gb=64,
+                  array_parallelism=32),
+    "slurm_8gpu": dict(SLURM_COMMON, nodes=1, gpus_per_node=8, tasks_per_node=8, mem_gb=480,
+                       array_parallelism=4),
+    "slurm_2node": dict(SLURM_COMMON, nodes=2, gpus_per_node=8, tasks_per_node=8, mem_gb=480,
+                        array_parallelism=2),
+    "submitit_local": dict(
+        _target_="hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
+        nodes=1, tasks_per_node=1, timeout_min=60),
+}
+
+
+def _launcher(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    import ablations.run  # noqa: F401  (registers the structured configs the defaults list needs)
+
+    with initialize_config_dir(config_dir=str(ROOT / "ablations" / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides),
+                       return_hydra_config=True).hydra.launcher
+
+
+def test_every_slurm_preset_file_has_expected_fields():
+    presets = {p.stem for p in (ROOT / "ablations" / "conf" / "hydra" / "launcher").glob("*.yaml")}
+    assert presets == set(LAUNCHER_PRESETS) - {"submitit_local"}
+
+
+@pytest.mark.parametrize("name", sorted(LAUNCHER_PRESETS))
+def test_launcher_preset_composes_to_its_resources(name):
+    from hydra.utils import get_class
+
+    launcher = _launcher(f"hydra/launcher={name}")
+    assert {key: launcher[key] for key in LAUNCHER_PRESETS[name]} == LAUNCHER_PRESETS[name]
+    assert callable(get_class(launcher._target_).launch)
+    if name.startswith("slurm"):  # one task (DDP rank) per GPU
+        assert launcher.tasks_per_node == launcher.gpus_per_node
+
+
+def test_launcher_preset_fields_can_be_overridden():
+    launcher = _launcher("hydra/launcher=slurm_2node", "hydra.launcher.partition=a100",
+                         "hydra.launcher.account=myproj", "hydra.launcher.timeout_min=720")
+    assert (launcher.partition, launcher.account, launcher.timeout_min) == ("a100", "myproj", 720)
+    assert (launcher.nodes, launcher.tasks_per_node) == (2, 8)  # the rest of the preset is kept
 
 
 def test_slurm_without_sbatch_fails_before_submitting(tmp_path):
@@ -167,7 +111,7 @@ def test_slurm_without_sbatch_fails_before_submitting(tmp_path):
 
 
 def test_slurm_unknown_partition_fails_before_submitting(tmp_path):
-    env = _fake_slurm(tmp_path)
+    env = fake_slurm(tmp_path)
     proc = subprocess.run(RUN + ["-m", "hydra/launcher=slurm", "hydra.launcher.partition=a100"]
                           + _sweep(tmp_path) + TINY,
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
@@ -178,7 +122,7 @@ def test_slurm_unknown_partition_fails_before_submitting(tmp_path):
 
 @pytest.mark.slow
 def test_slurm_sweep_with_stand_in_tools(tmp_path):
-    env = _fake_slurm(tmp_path)
+    env = fake_slurm(tmp_path)
     proc = subprocess.run(RUN + ["-m", "hydra/launcher=slurm", "hydra.launcher.partition=gpu",
                                  "hydra.launcher.array_parallelism=1", "attn=causal,full"]
                           + _sweep(tmp_path) + TINY,
@@ -205,6 +149,32 @@ def _checkpoint_step(path: Path) -> int:
         return -1
 
 
+def _wait_for_checkpoint(proc: subprocess.Popen, runs: Path, step: int, timeout_s: float) -> Path:
+    """The training checkpoint under `runs` once it holds `step` or later, while `proc` runs."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and proc.poll() is None:
+        found = list(runs.glob("train-*/checkpoint.pt"))
+        if found and _checkpoint_step(found[0]) >= step:
+            return found[0]
+        time.sleep(0.05)
+    ended = "" if proc.poll() is None else f"; the sweep exited: {proc.stdout.read()[-3000:]}"
+    raise AssertionError(f"training never wrote a checkpoint of step >= {step}{ended}")
+
+
+# A run long enough to be preempted mid-training, with a checkpoint every 10 steps.
+STEPS = 150
+LONGER = [o for o in TINY if not o.startswith(("train.steps", "train.ckpt_every"))] + [
+    f"train.steps={STEPS}", "train.ckpt_every=10"]
+
+
+def _check_resumed_once(rows: list[dict]) -> None:
+    """One ok row (a preempted start writes none) whose training resumed mid-run and finished."""
+    assert [r["status"] for r in rows] == ["ok"]
+    resumed = rows[0]["metrics"]["train_resumed_from"]
+    assert resumed is not None and 10 <= resumed < STEPS, resumed
+    assert rows[0]["metrics"]["train_steps"] == STEPS
+
+
 def _job_pids(sweep_dir: Path) -> list[int]:
     """PIDs of submitit job processes working for this sweep (python -m submitit.core._submit)."""
     pids = []
@@ -225,24 +195,13 @@ def _job_pids(sweep_dir: Path) -> list[int]:
 def test_preempted_submitit_job_is_requeued_and_resumes(tmp_path):
     from core.checkpoint import read_checkpoint
 
-    steps = 150
-    longer = [o for o in TINY if not o.startswith(("train.steps", "train.ckpt_every"))]
-    longer += [f"train.steps={steps}", "train.ckpt_every=10"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(RUN + ["-m", "hydra/launcher=submitit_local",
-                                   "hydra.launcher.timeout_min=10"] + _sweep(tmp_path) + longer,
+                                   "hydra.launcher.timeout_min=10"] + _sweep(tmp_path) + LONGER,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             cwd=tmp_path)
     try:
-        deadline = time.time() + 240
-        ckpt = None
-        while time.time() < deadline and proc.poll() is None:
-            found = list((tmp_path / "runs").glob("train-*/checkpoint.pt"))
-            if found and _checkpoint_step(found[0]) >= 10:
-                ckpt = found[0]
-                break
-            time.sleep(0.05)
-        assert ckpt is not None, "training never wrote its first checkpoint"
+        ckpt = _wait_for_checkpoint(proc, tmp_path / "runs", 10, timeout_s=240)
         pids = _job_pids(tmp_path / "sweep")
         assert pids, "no submitit job process found"
         for pid in pids:
@@ -252,13 +211,9 @@ def test_preempted_submitit_job_is_requeued_and_resumes(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, out[-3000:]
-    rows = _rows(tmp_path / "runs.jsonl")
-    assert [r["status"] for r in rows] == ["ok"]  # the preempted attempt wrote no row
-    resumed = rows[0]["metrics"]["train_resumed_from"]
-    assert resumed is not None and 10 <= resumed < steps, resumed
-    assert rows[0]["metrics"]["train_steps"] == steps
     # resumed_from in [10, steps) with a single job and a single ok row: the job was requeued by
     # submitit and the new attempt continued from the preempted attempt's checkpoint.
+    _check_resumed_once(_rows(tmp_path / "runs.jsonl"))
     interrupted = read_checkpoint(ckpt)
 
     # The same run without interruption: same weights (fp32 tolerance) and the same loss curve.
@@ -268,15 +223,40 @@ def test_preempted_submitit_job_is_requeued_and_resumes(tmp_path):
     from ablations import run as run_app
 
     with initialize_config_dir(config_dir=str(ROOT / "ablations" / "conf"), version_base="1.3"):
-        cfg = OmegaConf.to_object(compose(config_name="config", overrides=longer + [
+        cfg = OmegaConf.to_object(compose(config_name="config", overrides=LONGER + [
             f"results={tmp_path / 'plain.jsonl'}", f"out_dir={tmp_path / 'plain'}"]))
     run_app.run(cfg)
     plain = read_checkpoint(next((tmp_path / "plain").glob("train-*/checkpoint.pt")))
-    assert plain["step"] == interrupted["step"] == steps
+    assert plain["step"] == interrupted["step"] == STEPS
     for name, tensor in plain["model"].items():
         torch.testing.assert_close(interrupted["model"][name], tensor, rtol=1e-5, atol=1e-6,
                                    msg=lambda m: f"{name}: {m}")
     assert interrupted["losses"] == pytest.approx(plain["losses"], rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_preempted_slurm_job_is_requeued_as_the_same_job_and_resumes(tmp_path):
+    """hydra/launcher=slurm through the stand-ins: `scancel --signal USR2` mid-training (submitit's
+    signal, which SLURM sends signal_delay_s before the end); the run checkpoints, submitit calls
+    `scontrol requeue`, the stand-in starts the same job again and it resumes from its checkpoint."""
+    env = fake_slurm(tmp_path)
+    proc = subprocess.Popen(RUN + ["-m", "hydra/launcher=slurm", "hydra.launcher.partition=gpu"]
+                            + _sweep(tmp_path) + LONGER, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+    try:
+        _wait_for_checkpoint(proc, tmp_path / "runs", 10, timeout_s=300)
+        [jid] = [start.split()[0] for start in job_starts(tmp_path)]
+        subprocess.run(["scancel", "--signal", "USR2", jid], env=env, check=True, timeout=60)
+        out, _ = proc.communicate(timeout=500)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-3000:]
+    assert f"scontrol requeue {jid}" in calls(tmp_path)
+    assert job_starts(tmp_path) == [f"{jid} restart=0", f"{jid} restart=1"]
+    log = tmp_path / "sweep" / ".submitit" / jid / f"{jid}_0_log.out"  # submitit's own log
+    assert log.read_text().count(f"Starting with JobEnvironment(job_id={jid},") == 2
+    _check_resumed_once(_rows(tmp_path / "runs.jsonl"))
 
 
 @pytest.mark.slow

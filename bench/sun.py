@@ -1,6 +1,7 @@
 """`make sun`: train and evaluate the SpeedUpNet CPU testbed, then write paper_tables/sun.{md,tex}.
 
     python bench/sun.py [--quick] [--seeds 0,1,2] [--threads 2] [--results PATH] [--out DIR]
+                        [--timing-threads 1,2] [--timing-repeats 5] [--timing-batch 64]
 
 Pipeline (core/sun/): train the tiny text-to-image teacher and its text encoder; fine-tune a
 copy on the "stripes" style (the community-model stand-in); train the evaluation classifier;
@@ -9,6 +10,12 @@ MSC, without attention normalisation), save each as safetensors, reload it with 
 evaluate every method on held-out prompt combinations. The style model gets the *base-trained*
 SUN file, unchanged. One kind="sun" row per (domain, method, seed) is appended to the results
 table; the Markdown/LaTeX table is rendered from exactly the rows this invocation wrote.
+Wall-clock (bench/timing.py): after the quality metrics, every method of a domain samples the
+same first --timing-batch prompts of the suite in interleaved rounds (one warm-up round, then
+--timing-repeats rounds) at each --timing-threads count; rows get the median ms/img and speedup
+vs the reference (median of per-round ratios) with order-statistic intervals per thread count,
+and the per-round ratios, which the table pools over seeds. `ms_per_image` and `speedup` are
+the figures at --threads.
 --quick shrinks every size (a couple of minutes) and writes under runs/sun_quick/ by default,
 so development never touches paper_tables/.
 """
@@ -22,12 +29,15 @@ import statistics
 import sys
 import time
 import traceback
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 import torch  # noqa: E402
 
+from bench import timing  # noqa: E402
 from core.results import append_row, git_info, make_row  # noqa: E402
 from core.sun import adapter as sun_adapter  # noqa: E402
 from core.sun import classifier as sun_classifier  # noqa: E402
@@ -52,6 +62,26 @@ METHOD_NOTES = {
     "sun": "SUN adapter, 4 steps", "sun_no_msc": "SUN without MSC loss, 4 steps",
     "sun_no_attn_norm": "SUN without attention normalisation, 4 steps",
 }
+
+
+SPEEDUP_CLAIM = 10.0  # SUN's ">10x vs 25-step DPM-Solver++ with CFG"
+
+
+@dataclass(frozen=True)
+class TimingOptions:
+    """How the methods are timed: interleaved rounds at each thread count (bench/timing.py)."""
+    threads: tuple[int, ...] = (1, 2)
+    repeats: int = 5
+    warmup: int = 1
+    batch: int = 64  # prompts of the suite per timed sampling call (the generation chunk)
+    headline: int = 2  # the thread count whose figures fill `ms_per_image` and `speedup`
+
+    def __post_init__(self):
+        if self.headline not in self.threads or min(self.threads) < 1:
+            raise ValueError(f"timing threads {self.threads} must be >= 1 and include the run's "
+                             f"--threads {self.headline}")
+        if self.repeats < 1 or self.warmup < 0 or self.batch < 1:
+            raise ValueError("timing repeats and batch >= 1, warmup >= 0")
 
 
 def log(msg: str) -> None:
@@ -105,8 +135,52 @@ def train_adapters(cfg: SunConfig, models: dict, seed: int, out_dir: Path) -> di
     return paths
 
 
+def time_domain(unet, methods: dict, encoder, suites, opts: TimingOptions) -> dict[str, dict]:
+    """Interleaved timing of every method on the suite's first `opts.batch` prompts: per method,
+    ms/img and speedup vs REF (median, lo, hi) and the per-round speedups, per thread count."""
+    n = min(opts.batch, suites.labels.shape[0])
+    with torch.no_grad():
+        pos, neg = encoder(suites.labels[:n]), encoder(suites.neg[:n])
+    calls = {name: partial(sampler, pos, neg, suites.noise[:n])
+             for name, (sampler, _) in methods.items()}
+    adapters = {}
+    for name, (_, path) in methods.items():
+        if path:
+            adapters[name] = sun_adapter.load_sun(unet, path)
+            adapters[name].remove()
+    attached = [None]
+
+    def prepare(name: str) -> None:  # untimed: the method's adapter on, any other off
+        if attached[0] is not adapters.get(name):
+            if attached[0] is not None:
+                attached[0].remove()
+            attached[0] = adapters.get(name)
+            if attached[0] is not None:
+                attached[0].attach()
+    try:
+        with torch.no_grad():
+            timed = timing.time_methods(calls, REF, threads=opts.threads, repeats=opts.repeats,
+                                        warmup=opts.warmup, prepare=prepare)
+    finally:
+        if attached[0] is not None:
+            attached[0].remove()
+    out: dict[str, dict] = {name: {"timing_batch": n} for name in methods}
+    for threads, by_method in timed.items():
+        for name, t in by_method.items():
+            ms, sp = t["seconds"], t["speedup"]
+            out[name] |= {f"ms_per_image_t{threads}{sfx}": 1000 * ms[k] / n
+                          for k, sfx in (("median", ""), ("lo", "_lo"), ("hi", "_hi"))}
+            out[name] |= {f"speedup_t{threads}{sfx}": sp[k]
+                          for k, sfx in (("median", ""), ("lo", "_lo"), ("hi", "_hi"))}
+            out[name][f"speedup_t{threads}_rounds"] = t["speedup_rounds"]
+    for metrics in out.values():
+        metrics["ms_per_image"] = metrics[f"ms_per_image_t{opts.headline}"]
+        metrics["speedup"] = metrics[f"speedup_t{opts.headline}"]
+    return out
+
+
 def evaluate_domain(cfg: SunConfig, models: dict, domain: str, suites, adapters: dict,
-                    seed: int) -> dict[str, dict]:
+                    seed: int, timing_opts: TimingOptions = TimingOptions()) -> dict[str, dict]:
     """All methods on one teacher (base or style); returns method -> metrics."""
     unet = models["unet"] if domain == "base" else models["style"]
     style = "base" if domain == "base" else "stripes"
@@ -124,15 +198,14 @@ def evaluate_domain(cfg: SunConfig, models: dict, domain: str, suites, adapters:
     for name, (sampler, adapter_file) in methods.items():
         adapter = sun_adapter.load_sun(unet, adapter_file) if adapter_file else None
         try:
-            images, seconds = sun_eval.generate(sampler, enc, suites.labels, suites.neg,
-                                                suites.noise)
+            images = sun_eval.generate(sampler, enc, suites.labels, suites.neg, suites.noise)
             if name == REF:
                 ref = images
-                indep, _ = sun_eval.generate(sampler, enc, suites.labels, suites.neg,
-                                             suites.noise_indep)
-            neg_images, _ = sun_eval.generate(sampler, enc, suites.neg_pos, suites.neg_neg,
-                                              suites.neg_noise)
-            no_neg, _ = sun_eval.generate(sampler, enc, suites.neg_pos, empty, suites.neg_noise)
+                indep = sun_eval.generate(sampler, enc, suites.labels, suites.neg,
+                                          suites.noise_indep)
+            neg_images = sun_eval.generate(sampler, enc, suites.neg_pos, suites.neg_neg,
+                                           suites.neg_noise)
+            no_neg = sun_eval.generate(sampler, enc, suites.neg_pos, empty, suites.neg_noise)
         finally:
             if adapter is not None:
                 adapter.remove()
@@ -143,11 +216,12 @@ def evaluate_domain(cfg: SunConfig, models: dict, domain: str, suites, adapters:
                                                               suites.neg_slot)
         nfe_per_step = 2 if name.endswith("_cfg") else 1
         metrics["nfe"] = nfe_per_step * (cfg.distill.teacher_steps if name == REF else steps)
-        metrics["ms_per_image"] = 1000 * seconds / images.shape[0]
         results[name] = metrics
-        log(f"  [{domain}] {name:18s} " + " ".join(f"{k}={v:.3g}" for k, v in metrics.items()))
-    for metrics in results.values():  # speedup: measured in this process, same batch and suite
-        metrics["speedup"] = results[REF]["ms_per_image"] / metrics["ms_per_image"]
+    timed = time_domain(unet, methods, enc, suites, timing_opts)
+    for name, metrics in results.items():
+        metrics |= timed[name]
+        log(f"  [{domain}] {name:18s} " + " ".join(f"{k}={v:.3g}" for k, v in metrics.items()
+                                                   if isinstance(v, (int, float))))
     return results
 
 
@@ -175,19 +249,71 @@ def aggregate(rows: list[dict]) -> dict[tuple[str, str], dict[str, list[float]]]
     return out
 
 
+def pooled_speedups(rows: list[dict]) -> dict[tuple[str, str], dict[int, dict]]:
+    """(domain, method) -> thread count -> median_interval of the per-round speedups of all ok
+    rows (seeds pooled: every seed times the same work on its own suite)."""
+    rounds: dict[tuple[str, str], dict[int, list[float]]] = {}
+    for row in rows:
+        if row.get("status") != "ok":
+            continue
+        for key, value in row["metrics"].items():
+            if key.startswith("speedup_t") and key.endswith("_rounds"):
+                threads = int(key.removeprefix("speedup_t").removesuffix("_rounds"))
+                cell = rounds.setdefault((row["domain"], row["method"]), {})
+                cell.setdefault(threads, []).extend(value)
+    return {k: {n: timing.median_interval(v) for n, v in sorted(by.items())}
+            for k, by in rounds.items()}
+
+
+def speedup_lines(rows: list[dict]) -> list[str]:
+    """The wall-clock table: pooled per-round speedups vs REF, median [lo, hi], per thread count."""
+    pooled = pooled_speedups(rows)
+    counts = sorted({n for by in pooled.values() for n in by})
+    if not counts:
+        return []
+    lines = ["", f"Wall-clock speedup vs `{REF}` (median [lo, hi] of per-round ratios from "
+             "interleaved rounds, seeds pooled; order-statistic interval, coverage in brackets):",
+             "", "| domain | method | " + " | ".join(f"{n} thread{'s' * (n > 1)}" for n in counts)
+             + " |", "|---|---|" + "---:|" * len(counts)]
+    for (domain, method), by in pooled.items():
+        cells = [f"{timing.fmt(by[n], '.1f', 'x')} ({by[n]['coverage']:.3f}, n={by[n]['n']})"
+                 if n in by else "n/a" for n in counts]
+        lines.append(f"| {domain} | {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def speedup_claim(rows: list[dict], agg: dict) -> str | None:
+    """The >10x verdict: from the pooled intervals at every thread count when the rows have
+    per-round speedups (holds only if every lower end is above 10x), else from the mean."""
+    by = pooled_speedups(rows).get(("base", "sun"))
+    if by:
+        parts = "; ".join(f"{n} thread{'s' * (n > 1)}: {timing.fmt(s, '.1f', 'x')}"
+                          for n, s in by.items())
+        if all(s["lo"] > SPEEDUP_CLAIM for s in by.values()):
+            verdict = "holds"
+        elif all(s["hi"] < SPEEDUP_CLAIM for s in by.values()):
+            verdict = "does not hold"
+        else:
+            verdict = "inconclusive (an interval straddles 10x or the thread counts disagree)"
+        return (f"- >10x wall-clock vs 25-step DPM-Solver++ with CFG: {verdict} ({parts}; "
+                "median [lo, hi] of per-round speedups).")
+    s = mean(agg, "base", "sun", "speedup")
+    if s is None:
+        return None
+    return (f"- >10x wall-clock vs 25-step DPM-Solver++ with CFG: "
+            f"{'holds' if s > SPEEDUP_CLAIM else 'does not hold'} ({s:.1f}x).")
+
+
 def mean(agg: dict, domain: str, method: str, metric: str) -> float | None:
     values = agg.get((domain, method), {}).get(metric)
     return statistics.mean(values) if values else None
 
 
-def claims(agg: dict) -> list[str]:
-    """Which SUN claims hold here, decided from the numbers (means over seeds)."""
+def claims(agg: dict, rows: list[dict] = ()) -> list[str]:
+    """Which SUN claims hold here, decided from the numbers (means over seeds; the speedup
+    from the pooled per-round intervals when `rows` carry them)."""
     m = lambda d, k, x: mean(agg, d, k, x)  # noqa: E731
-    lines = []
-    if m("base", "sun", "speedup") is not None:
-        s = m("base", "sun", "speedup")
-        lines.append(f"- >10x wall-clock vs 25-step DPM-Solver++ with CFG: "
-                     f"{'holds' if s > 10 else 'does not hold'} ({s:.1f}x).")
+    lines = [line for line in [speedup_claim(list(rows), agg)] if line]
     if None not in (m("base", "sun", "psnr_vs_ref"), m("base", "teacher4_cfg", "psnr_vs_ref")):
         a, b = m("base", "sun", "psnr_vs_ref"), m("base", "teacher4_cfg", "psnr_vs_ref")
         lines.append(f"- Fidelity at 4 steps: SUN {a:.2f} dB vs the teacher's own 4-step CFG "
@@ -227,8 +353,9 @@ def render_markdown(rows: list[dict], header: str) -> str:
         lines += ["", f"{len(failed)} failed row(s), not averaged: " +
                   ", ".join(f"seed {r.get('seed')}: {str(r.get('error', ''))[:80]}"
                             for r in failed)]
+    lines += speedup_lines(rows)
     lines += ["", "Methods: " + "; ".join(f"`{k}` {v}" for k, v in METHOD_NOTES.items()) + ".",
-              "", "Claims at this scale (decided from the means above):", *claims(agg)]
+              "", "Claims at this scale (decided from the numbers above):", *claims(agg, rows)]
     return "\n".join(lines) + "\n"
 
 
@@ -247,12 +374,13 @@ def render_latex(rows: list[dict], header: str) -> str:
 # ----------------------------------------------------------------------------- main
 
 
-def run_seed(cfg: SunConfig, models: dict, seed: int, art_dir: Path) -> dict[str, dict]:
+def run_seed(cfg: SunConfig, models: dict, seed: int, art_dir: Path,
+             timing_opts: TimingOptions = TimingOptions()) -> dict[str, dict]:
     adapters = train_adapters(cfg, models, seed, art_dir)
     _, held_out = testbed.split_combinations()
     suites = sun_eval.make_suites(held_out, cfg.num_prompt, cfg.num_negative,
                                   torch.Generator().manual_seed(4000 + seed))
-    return {domain: evaluate_domain(cfg, models, domain, suites, adapters, seed)
+    return {domain: evaluate_domain(cfg, models, domain, suites, adapters, seed, timing_opts)
             for domain in ("base", "style")}
 
 
@@ -265,7 +393,17 @@ def main(argv: list[str] | None = None) -> int:
                    "runs/sun_quick/runs.jsonl)")
     p.add_argument("--out", help="where sun.md/sun.tex go (default paper_tables; quick: "
                    "runs/sun_quick)")
+    p.add_argument("--timing-threads", default="1,2",
+                   help="thread counts the methods are timed at (default 1,2; --threads is added)")
+    p.add_argument("--timing-repeats", type=int, default=5, help="interleaved timed rounds")
+    p.add_argument("--timing-batch", type=int, default=64, help="prompts per timed call")
     args = p.parse_args(argv)
+    try:
+        counts = {int(n) for n in args.timing_threads.split(",")} | {args.threads}
+        timing_opts = TimingOptions(threads=tuple(sorted(counts)), repeats=args.timing_repeats,
+                                    batch=args.timing_batch, headline=args.threads)
+    except ValueError as e:
+        p.error(f"--timing-threads {args.timing_threads!r} / --timing-*: {e}")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     cfg = SunConfig.quick() if args.quick else SunConfig()
@@ -285,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         seed_start = time.perf_counter()
         base = dataclasses.asdict(cfg) | {"seed": seed, "invocation": invocation}
         try:
-            per_domain = run_seed(cfg, models, seed, art_dir)
+            per_domain = run_seed(cfg, models, seed, art_dir, timing_opts)
         except Exception as e:  # a failed seed is a visible row, the other seeds still run
             tb = "".join(traceback.format_exception(e)[-3:])
             row = make_row(base | {"method": "sun", "domain": "base"}, kind="sun", status="failed",
@@ -305,7 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     command = "python bench/sun.py " + " ".join(argv if argv is not None else sys.argv[1:])
     header = (f"Generated by `{command.strip()}` at commit {git['commit'][:7]}"
               f"{' (dirty)' if git['dirty'] else ''} from {len(written)} rows "
-              f"(invocation {invocation}, {total / 60:.1f} min, {args.threads} threads).")
+              f"(invocation {invocation}, {total / 60:.1f} min, {args.threads} threads; timed at "
+              f"{', '.join(map(str, timing_opts.threads))} threads, {timing_opts.repeats} "
+              f"interleaved rounds of {timing_opts.batch} prompts).")
     md = render_markdown(written, header)
     (out / "sun.md").write_text(md)
     (out / "sun.tex").write_text(render_latex(written, header))

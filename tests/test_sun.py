@@ -369,16 +369,60 @@ def test_table_aggregates_seeds_and_decides_claims_from_numbers():
     assert r"$\pm$" in bench.render_latex(rows, "h")
 
 
+def test_speedup_claim_uses_pooled_per_round_intervals_at_every_thread_count():
+    from bench import sun as bench
+
+    def rows(rounds_1, rounds_2):
+        return [dict(_row("base", "sun", seed, speedup=12.0), metrics={
+            "speedup": 12.0, "speedup_t1_rounds": r1, "speedup_t2_rounds": r2})
+            for seed, (r1, r2) in enumerate(zip(rounds_1, rounds_2))]
+    good = rows([[11.0, 12, 13, 14, 15]] * 2, [[10.5, 11, 12, 13, 14]] * 2)
+    pooled = bench.pooled_speedups(good)[("base", "sun")]
+    assert pooled[1]["n"] == 10 and pooled[1]["lo"] <= pooled[1]["median"] <= pooled[1]["hi"]
+    md = bench.render_markdown(good, "header")
+    assert "wall-clock vs 25-step DPM-Solver++ with CFG: holds (1 thread: 13.0x [" in md
+    assert "| base | sun | 13.0x [" in md  # the wall-clock table
+    straddle = rows([[11.0, 12, 13, 14, 15]] * 2, [[8.0, 9, 10.5, 11, 12]] * 2)
+    assert ": inconclusive" in bench.render_markdown(straddle, "h")
+    slow = rows([[5.0, 6, 7, 8, 9]] * 2, [[5.0, 6, 7, 8, 9]] * 2)
+    assert ": does not hold (1 thread: 7.0x" in bench.render_markdown(slow, "h")
+
+
+def test_time_domain_interleaves_methods_and_leaves_the_unet_plain(parts, tmp_path):
+    from bench import sun as bench
+
+    unet, encoder = parts
+    adapter = install_sun(unet)
+    path = tmp_path / "sun.safetensors"
+    adapter.save(path)
+    adapter.remove()
+    before = dict(unet.attn_processors)
+    _, held = testbed.split_combinations()
+    suites = sun_eval.make_suites(held, 8, 4, torch.Generator().manual_seed(0))
+    methods = {bench.REF: (sun_eval.teacher_cfg_sampler(unet, 2, 3.0), None),
+               "sun": (sun_eval.sun_sampler(unet, 2), path)}
+    opts = bench.TimingOptions(threads=(1,), repeats=2, warmup=0, batch=3, headline=1)
+    out = bench.time_domain(unet, methods, encoder, suites, opts)
+    assert all(unet.attn_processors[n] is p for n, p in before.items())
+    assert out[bench.REF]["speedup"] == 1.0 and out["sun"]["timing_batch"] == 3
+    m = out["sun"]
+    assert m["ms_per_image_t1_lo"] <= m["ms_per_image"] <= m["ms_per_image_t1_hi"]
+    assert len(m["speedup_t1_rounds"]) == 2 and m["speedup"] == m["speedup_t1"]
+    with pytest.raises(ValueError, match="include the run's"):
+        bench.TimingOptions(threads=(1,), headline=2)
+
+
 @pytest.mark.slow
 def test_quick_bench_end_to_end(tmp_path):
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench/sun.py"), "--quick", "--seeds", "0", "--threads", "1",
-         "--results", str(tmp_path / "runs.jsonl"), "--out", str(tmp_path)],
+         "--timing-threads", "1", "--results", str(tmp_path / "runs.jsonl"), "--out",
+         str(tmp_path)],
         capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["ok"] and summary["rows"] == 10
     rows = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
     assert {r["kind"] for r in rows} == {"sun"} and {r["table"] for r in rows} == {"sun"}
-    assert (tmp_path / "sun.md").read_text().count("| base |") == 6
+    assert (tmp_path / "sun.md").read_text().count("| base |") == 12  # metrics + wall-clock
     assert (tmp_path / "sun.tex").exists()

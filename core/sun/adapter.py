@@ -18,8 +18,11 @@ Initialisation [I: the paper's is unknown]: the new K/V projections start as cop
 frozen ones. Then, for a negative equal to the positive, An' = Ae' = Ap and the adapter output
 equals the base UNet's output on the positive prompt, exactly as CFG with cn = cp gives
 eps(cp) for every guidance scale; with an empty negative the start is an attention-space guidance
-of strength ~2. Only adapter weights are saved/loaded (safetensors), keyed by processor name, so
-the same code trains and runs on SD1.5 (16 layers, 38.4M parameters with add_pos).
+of strength ~2. Every adapter tensor is created on the device and in the dtype of the layer it
+wraps, and while installed the processors are submodules of the UNet, so `unet.to(...)` moves
+them too (after remove() they stay where they are). Only adapter weights are saved/loaded
+(safetensors), keyed by processor name, so the same code trains and runs on SD1.5 (16 layers,
+38.4M parameters with add_pos).
 """
 
 from __future__ import annotations
@@ -64,14 +67,16 @@ class SUNAttnProcessor(nn.Module):
         if attn_norm not in ATTN_NORMS:
             raise ValueError(f"attn_norm={attn_norm!r}: choose one of {ATTN_NORMS}")
         self.add_pos, self.attn_norm = add_pos, attn_norm
+        # every tensor created here lives where the wrapped layer's K projection lives
+        like = {"device": attn.to_k.weight.device, "dtype": attn.to_k.weight.dtype}
         width = attn.to_k.out_features
         self.to_k_neg, self.to_v_neg = self._copy(attn.to_k), self._copy(attn.to_v)
-        self.alpha_neg = nn.Parameter(torch.ones(width))
-        self.beta_neg = nn.Parameter(torch.zeros(width))
+        self.alpha_neg = nn.Parameter(torch.ones(width, **like))
+        self.beta_neg = nn.Parameter(torch.zeros(width, **like))
         if add_pos:
             self.to_k_pos2, self.to_v_pos2 = self._copy(attn.to_k), self._copy(attn.to_v)
-            self.alpha_pos2 = nn.Parameter(torch.ones(width))
-            self.beta_pos2 = nn.Parameter(torch.zeros(width))
+            self.alpha_pos2 = nn.Parameter(torch.ones(width, **like))
+            self.beta_pos2 = nn.Parameter(torch.zeros(width, **like))
 
     @staticmethod
     def _copy(linear: nn.Linear) -> nn.Linear:
@@ -169,6 +174,11 @@ class SUNAdapter(nn.Module):
         """Restore the UNet's original processors (the UNet is then bit-identical to before)."""
         self._unet[0].set_attn_processor(dict(self._original))
 
+    def attach(self) -> None:
+        """Put these processors back after remove(), e.g. to alternate SUN and the plain UNet."""
+        _refuse_if_installed(self._unet[0])
+        self._unet[0].set_attn_processor(self.processors())
+
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
         """Only the adapter's tensors, keyed '<processor name>.<param>'."""
         return {f"{name}.{p}": t.detach().contiguous() for name in self.names
@@ -199,6 +209,11 @@ class SUNAdapter(nn.Module):
             layer.load_state_dict(own)
 
 
+def _refuse_if_installed(unet: UNet2DConditionModel) -> None:
+    if any(isinstance(p, SUNAttnProcessor) for p in unet.attn_processors.values()):
+        raise ValueError("SUN is already installed on this UNet; call adapter.remove() first")
+
+
 def _key(name: str) -> str:
     return name.replace(".", "__")  # ModuleDict keys cannot contain dots
 
@@ -210,8 +225,7 @@ def install_sun(unet: UNet2DConditionModel, add_pos: bool = True,
     Returns the adapter (its parameters are the only trainable ones). Call adapter.remove() to
     restore the original processors. Installing twice without removing is refused.
     """
-    if any(isinstance(p, SUNAttnProcessor) for p in unet.attn_processors.values()):
-        raise ValueError("SUN is already installed on this UNet; call adapter.remove() first")
+    _refuse_if_installed(unet)
     unet.requires_grad_(False)
     adapter = SUNAdapter(unet, add_pos, attn_norm)
     unet.set_attn_processor(adapter.processors())

@@ -6,8 +6,8 @@ built only from held-out combinations (never seen by the adapter):
   for the other half. Gives same-noise fidelity to the reference (the domain's teacher, 25-step
   DPM-Solver++ with CFG), Frechet distances in the classifier's feature space to real images of
   the same captions and to an independent-noise teacher sample set (the paper's "FID before vs
-  after acceleration"; the reference row then shows the noise floor), attribute accuracy,
-  and wall-clock.
+  after acceleration"; the reference row then shows the noise floor) and attribute accuracy.
+  Wall-clock is measured apart, in interleaved rounds (bench/sun.py with bench/timing.py).
 - negative suite: the positive leaves out shape or colour, the negative names one value of it.
   neg_hit = how often the negated value still appears (lower is better); neg_hit_empty is the
   same prompts with an empty negative (about chance when the negative is ignored).
@@ -15,7 +15,6 @@ built only from held-out combinations (never seen by the adapter):
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -90,16 +89,12 @@ def sun_sampler(unet, steps: int) -> Sampler:
 
 @torch.no_grad()
 def generate(sampler: Sampler, encoder, pos: torch.Tensor, neg: torch.Tensor,
-             noise: torch.Tensor, chunk: int = 64) -> tuple[torch.Tensor, float]:
-    """Images (N, 3, H, W) in [-1, 1] and the seconds spent denoising (text encoding excluded)."""
+             noise: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    """Images (N, 3, H, W) in [-1, 1], sampled in chunks of `chunk` prompts."""
     pos_ctx, neg_ctx = encoder(pos), encoder(neg)
-    out, seconds = [], 0.0
-    for i in range(0, noise.shape[0], chunk):
-        sl = slice(i, i + chunk)
-        start = time.perf_counter()
-        out.append(sampler(pos_ctx[sl], neg_ctx[sl], noise[sl]).clamp(-1, 1))
-        seconds += time.perf_counter() - start
-    return torch.cat(out), seconds
+    out = [sampler(pos_ctx[i:i + chunk], neg_ctx[i:i + chunk], noise[i:i + chunk]).clamp(-1, 1)
+           for i in range(0, noise.shape[0], chunk)]
+    return torch.cat(out)
 
 
 # ----------------------------------------------------------------------------- metrics

@@ -71,6 +71,7 @@ class PreemptionGuard:
     def __init__(self, signals: Iterable[int] = DEFAULT_SIGNALS):
         self.signals = tuple(signals)
         self.requested: Optional[int] = None  # the signal number received and not yet handled
+        self.received: List[int] = []  # every distinct signal since the last hand-back, in order
         self._previous: dict = {}
         self._defer_depth = 0
 
@@ -95,6 +96,8 @@ class PreemptionGuard:
         return self._defer_depth > 0
 
     def _on_signal(self, signum: int, frame) -> None:
+        if signum not in self.received:  # each one is handed back (submitit: TERM, then USR2)
+            self.received.append(signum)
         if self.requested is not None:
             return  # already on the way out
         self.requested = signum
@@ -104,13 +107,17 @@ class PreemptionGuard:
             self.hand_back()
 
     def hand_back(self) -> None:
-        """Give the pending request to the previous handler; raise Preempted if it returns."""
+        """Give every signal received to its previous handler, in arrival order; raise Preempted
+        if they all return. (submitit emulates a preemption as SIGTERM, which its handler only
+        logs, then SIGUSR2, which requeues: the second must not be lost to the first.)"""
         signum = self.requested if self.requested is not None else signal.SIGTERM
-        self.requested = None
-        previous = self._previous.get(signum)
-        if callable(previous):
-            _say(f"{signal.Signals(signum).name}: calling the previously installed handler")
-            previous(signum, None)
+        pending = self.received or [signum]  # another DDP rank's signal: none received here
+        self.requested, self.received = None, []
+        for sig in pending:
+            previous = self._previous.get(sig)
+            if callable(previous):
+                _say(f"{signal.Signals(sig).name}: calling the previously installed handler")
+                previous(sig, None)
         _say(f"{signal.Signals(signum).name}: exiting with status {PREEMPTED_EXIT_CODE} "
              "for requeue")
         raise Preempted(signum)

@@ -240,6 +240,37 @@ def test_sigterm_without_previous_handler_raises_preempted(tmp_path):
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
+def test_every_signal_reaches_its_previous_handler_in_order(tmp_path):
+    # submitit emulates a preemption with SIGTERM (its handler only logs) and then SIGUSR2 (its
+    # handler requeues): both arrive before the step boundary, both must be handed back.
+    calls = []
+
+    def log_only(signum, frame):
+        calls.append(signum)
+
+    def requeue(signum, frame):
+        calls.append(signum)
+        raise SystemExit(-1)
+
+    signals = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+    old = {s: signal.signal(s, h) for s, h in zip(signals, (log_only, log_only, requeue))}
+    try:
+        def both(count: int) -> None:
+            if count == 3 * BATCH + 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGUSR2)
+                os.kill(os.getpid(), signal.SIGTERM)  # a repeat is handed back once
+
+        with pytest.raises(SystemExit) as exit_info, PreemptionGuard(signals):
+            fit(tmp_path, dataset=RecordingVideos(on_item=both), ckpt_every=0)
+        assert exit_info.value.code == -1 and not isinstance(exit_info.value, Preempted)
+        assert calls == [signal.SIGTERM, signal.SIGUSR2]
+        assert inspect_checkpoint(tmp_path / "checkpoint.pt")["step"] == 4
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 def test_signal_outside_training_exits_at_once():
     with pytest.raises(Preempted), PreemptionGuard():
         os.kill(os.getpid(), signal.SIGUSR1)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import torch
@@ -120,9 +121,13 @@ def measure(args, config: dict, tokens: int, threads: list[int]) -> dict:
         elif attached[0] and not want:
             adapter.remove()
         attached[0] = want
+    result = {}
     with torch.inference_mode():
-        result = timing.time_methods(methods, "ref", threads=threads, repeats=args.repeats,
-                                     warmup=args.warmup, prepare=prepare)
+        for n in threads:
+            print(f"timing at {n} thread(s): {args.warmup} warm-up + {args.repeats} rounds",
+                  file=sys.stderr, flush=True)
+            result |= timing.time_methods(methods, "ref", threads=(n,), repeats=args.repeats,
+                                          warmup=args.warmup, prepare=prepare)
     return {"timing": result, "unet_params": unet_params,
             "adapter_params": sum(p.numel() for p in adapter.parameters()),
             "cross_attention_layers": len(adapter.names),

@@ -19,8 +19,10 @@ Follows VideoMAR (Yu et al., arXiv 2506.14168, sec. 3) and its public training c
 - `attn="full"`: every frame after the conditioning frames is masked jointly (one random order
   over all of their tokens), the loss covers every masked token.
 
-All randomness of a training step is drawn up front by `sample_train_draws` for a whole global
-batch, so DDP ranks can slice it and a resumed run replays it exactly.
+All randomness of a training step is drawn up front by `sample_train_draws`: the batch's shared
+draws from the step's generator, each sample's own from a generator of its global index, so a DDP
+rank draws its slice only, the slices equal the batch drawn in one process, and a resumed run
+replays it exactly.
 """
 
 from __future__ import annotations
@@ -267,8 +269,16 @@ class VideoMAR(nn.Module):
 
     # ----------------------------------------------------------------- training objective
     def sample_train_draws(self, batch_size: int, num_frames: int, grid: tuple[int, int],
-                           generator: torch.Generator) -> TrainDraws:
-        """Draw target frame, mask ratio, orders, condition dropout, timesteps and noise."""
+                           generator: torch.Generator, *, rows: Optional[range] = None,
+                           sample_generator=None) -> TrainDraws:
+        """Draw target frame, mask ratio, orders, condition dropout, timesteps and noise.
+
+        By default every draw comes from `generator`, batched. With `sample_generator(i)` (a
+        generator for global sample i) only the batch's shared draws (target frame, mask count)
+        come from `generator`, and each sample's own draws from its generator, for the samples
+        in `rows` only (default: all): a DDP rank draws its slice of the global batch and
+        nothing else, and the ranks' slices together equal the batch drawn in one process.
+        """
         cfg, device = self.cfg, generator.device
         per_frame = grid[0] * grid[1]
         if num_frames < 2:
@@ -283,12 +293,25 @@ class VideoMAR(nn.Module):
             target, maskable = -1, (num_frames - cfg.num_cond_frames) * per_frame
         ratio = sample_mask_ratio(generator, cfg.mask_ratio_min, cfg.mask_ratio_std)
         num_masked = num_masked_tokens(maskable, ratio)
-        orders = random_orders(batch_size, maskable, generator)
-        drop = torch.rand(batch_size, generator=generator, device=device) < cfg.cond_drop_prob
-        shape = (batch_size, cfg.diffusion_batch_mul, num_masked)
+        if sample_generator is None:
+            own = self._sample_own_draws(batch_size, maskable, num_masked, generator)
+        else:
+            rows = range(batch_size) if rows is None else rows
+            parts = [self._sample_own_draws(1, maskable, num_masked, sample_generator(i))
+                     for i in rows]
+            own = [torch.cat(p) for p in zip(*parts)]
+        return TrainDraws(target, num_masked, *own)
+
+    def _sample_own_draws(self, n: int, maskable: int, num_masked: int,
+                          generator: torch.Generator) -> list[torch.Tensor]:
+        """The draws each sample has of its own, for n samples: order, dropout, timesteps, noise."""
+        cfg, device = self.cfg, generator.device
+        orders = random_orders(n, maskable, generator)
+        drop = torch.rand(n, generator=generator, device=device) < cfg.cond_drop_prob
+        shape = (n, cfg.diffusion_batch_mul, num_masked)
         timesteps = torch.randint(0, cfg.num_train_timesteps, shape, generator=generator, device=device)
         noise = torch.randn(*shape, cfg.token_dim, generator=generator, device=device)
-        return TrainDraws(target, num_masked, orders, drop, timesteps, noise)
+        return [orders, drop, timesteps, noise]
 
     def forward(self, tokens: torch.Tensor, captions: Optional[Sequence[str]],
                 draws: TrainDraws) -> torch.Tensor:

@@ -276,9 +276,16 @@ def _step(net, raw, optimizer, batch, cfg: TrainConfig, seed: int, step: int, de
                          f"grad_accum x the number of ranks")
     with torch.no_grad():  # fp32 encode, exactly as evaluation and sampling encode
         tokens = raw.tokenizer.encode(video).float()  # (b, T, h, w, D)
-    # All randomness of the step, drawn for the whole global batch; keep this rank's slice.
+    # All randomness of the step: the shared draws from the step's generator, this rank's slice
+    # of the per-sample draws from generators of the samples' global indices, on the device.
     g = torch.Generator().manual_seed(derive_seed(seed, "draws", step))
-    draws = raw.sample_train_draws(b * world, tokens.shape[1], tuple(tokens.shape[2:4]), g)
+
+    def sample_generator(i: int) -> torch.Generator:
+        return torch.Generator(device=device).manual_seed(derive_seed(seed, f"draws.{step}", i))
+
+    draws = raw.sample_train_draws(b * world, tokens.shape[1], tuple(tokens.shape[2:4]), g,
+                                   rows=range(rank * b, (rank + 1) * b),
+                                   sample_generator=sample_generator)
     # Micro-batches share the step's target frame and mask count, so each one's loss is a mean over
     # equal token counts and the mean of their gradients is the whole slice's gradient.
     micro, losses = b // accum, []
@@ -291,7 +298,7 @@ def _step(net, raw, optimizer, batch, cfg: TrainConfig, seed: int, step: int, de
             with torch.autocast("cuda", torch.bfloat16,
                                 enabled=device.type == "cuda" and cfg.bf16):
                 captions = batch["caption"][lo:hi] if batch["caption"] is not None else None
-                loss = net(tokens[lo:hi], captions, draws.slice(rank * b + lo, rank * b + hi))
+                loss = net(tokens[lo:hi], captions, draws.slice(lo, hi))
             (loss / accum).backward()  # DDP averages over ranks: the global batch's gradient
         losses.append(loss.detach().float())
     # Analytic FLOPs of the global batch for the frames the model actually ran (causal training

@@ -96,6 +96,29 @@ def test_loss_finite_and_only_masked_target_tokens_matter(attn):
         assert draws.orders.shape == (2, 3 * 6)
 
 
+def test_a_rank_draws_only_its_slice_and_the_slices_make_the_batch():
+    model = VideoMAR(tiny())
+    asked = []
+
+    def per_sample(i):
+        asked.append(i)
+        return torch.Generator().manual_seed(100 + i)
+
+    whole = model.sample_train_draws(4, 5, (2, 3), torch.Generator().manual_seed(0),
+                                     sample_generator=per_sample)
+    assert asked == [0, 1, 2, 3]
+    for rank in (0, 1):
+        asked.clear()
+        part = model.sample_train_draws(4, 5, (2, 3), torch.Generator().manual_seed(0),
+                                        rows=range(2 * rank, 2 * rank + 2),
+                                        sample_generator=per_sample)
+        assert asked == [2 * rank, 2 * rank + 1]  # nothing drawn for the other rank's samples
+        assert part.target_frame == whole.target_frame and part.num_masked == whole.num_masked
+        ref = whole.slice(2 * rank, 2 * rank + 2)
+        for name in ("orders", "cond_drop", "timesteps", "noise"):
+            assert torch.equal(getattr(part, name), getattr(ref, name)), name
+
+
 def test_draws_are_seeded_and_sliceable():
     model = VideoMAR(tiny())
     a = model.sample_train_draws(4, 5, (2, 3), torch.Generator().manual_seed(0))

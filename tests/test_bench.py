@@ -126,3 +126,18 @@ def test_learning_curve_is_resumable_and_idempotent(tmp_path, capsys):
     assert (out / "learning_curve_t.jsonl").read_text().splitlines()[:2] == lines
     with pytest.raises(SystemExit, match="another NAME"):  # other recipe, same checkpoint dir
         main(["t", "train.batch_size=4"] + args[2:])
+
+
+def test_sun_speed_bench_times_every_arm_against_the_cfg_head(tmp_path, capsys):
+    results = tmp_path / "runs.jsonl"
+    metrics, last = run_script("sun_speed", ["--results", str(results), "--batch", "1",
+                                             "--frames", "2", "--num-iter", "1", "--repeats", "2",
+                                             "--warmup", "0", "--thread-counts", "1"], capsys)
+    row = only_row(results, "sun_speed")
+    arms = ("ddpm100_cfg", "dpm4_cfg", "dpm8_cfg", "sun4", "sunbb_ddpm100", "sunbb_dpm4")
+    assert row["columns"] == [f"t1_{a}_speedup" for a in arms]
+    for arm in arms:
+        lo, hi = metrics[f"t1_{arm}_speedup_interval"]
+        assert lo <= metrics[f"t1_{arm}_speedup"] <= hi and metrics[f"t1_{arm}_s"] > 0
+        assert last[f"t1_{arm}_s"] == pytest.approx(metrics[f"t1_{arm}_s"])
+    assert metrics["t1_ddpm100_cfg_speedup"] == 1.0

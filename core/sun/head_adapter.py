@@ -73,12 +73,19 @@ class SUNHeadAdapter(nn.Module):
         self.cfg_max = float(cfg_max)
         self.info: dict = {}  # how it was distilled (student_steps, cfg_max, losses, ...)
 
-    def condition(self, net: SimpleMLPAdaLN, z: Tensor, z_uncond: Tensor, t: Tensor,
-                  guidance: Tensor) -> Tensor:
-        """The combined condition Ap - An' + Ae' (N, width) at timesteps t (1,) or (N,)."""
+    def branches(self, net: SimpleMLPAdaLN, z: Tensor, z_uncond: Tensor):
+        """What depends on the conditions only, once per chain: Ap (N, width), the raw (An, Ae)
+        (2, N, width) and their rescaling to Ap's norm (2, N, 1)."""
         ap = net.cond_embed(z)
         branches = torch.stack([self.neg(z_uncond), self.pos2(z)])  # (2, N, width)
         scale = ap.norm(dim=-1, keepdim=True) / (branches.norm(dim=-1, keepdim=True) + NORM_EPS)
+        return ap, branches, scale
+
+    def condition(self, net: SimpleMLPAdaLN, z: Tensor, z_uncond: Tensor, t: Tensor,
+                  guidance: Tensor, cached=None) -> Tensor:
+        """The combined condition Ap - An' + Ae' (N, width) at timesteps t (1,) or (N,);
+        `cached` = self.branches(net, z, z_uncond) when the caller already has it."""
+        ap, branches, scale = cached if cached is not None else self.branches(net, z, z_uncond)
         n = z.shape[0]
         temb = net.time_embed(t, ap.dtype).expand(n, -1)
         g = guidance_features(guidance.reshape(-1).expand(n)).to(ap.dtype)
@@ -91,9 +98,10 @@ class SUNHeadAdapter(nn.Module):
     def eps_fn(self, head: DiffusionHead, z: Tensor, z_uncond: Tensor, guidance: Tensor):
         """The student's guided eps in one head pass on N rows (x (N, D), t (1,)) -> (N, D)."""
         net = head.net
+        cached = self.branches(net, z, z_uncond)  # per chain, not per solver step
 
         def eps(x: Tensor, t: Tensor) -> Tensor:
-            cond = self.condition(net, z, z_uncond, t, guidance)
+            cond = self.condition(net, z, z_uncond, t, guidance, cached)
             return net(x.to(z.dtype), t, None, cond)[:, :head.token_dim].float()
         return eps
 

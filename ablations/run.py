@@ -49,7 +49,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from core.config import PRESETS, RunConfig  # noqa: E402
 from core.data import build_dataset, describe_dataset, write_data_report  # noqa: E402
-from core.evaluate import heldout_loss, score_baseline, score_samples  # noqa: E402
+from core.evaluate import heldout_loss, sample_spread, score_baseline, score_samples  # noqa: E402
 from core.model import VideoMAR  # noqa: E402
 from core.preemption import PreemptionGuard  # noqa: E402
 from core.results import (FLAT_KEYS, append_row, find_ok_row, git_info, make_row,  # noqa: E402
@@ -187,6 +187,11 @@ def _evaluate(model, cfg: RunConfig, out_dir: Path) -> dict:
         metrics.update(_prefixed(prefix, scores), **extra)
         if not prefix:
             metrics["val_loss"] = _val_loss(model, cfg)
+            if cfg.eval.spread_samples:
+                metrics["sample_spread"] = sample_spread(
+                    model, test, num_clips=cfg.eval.spread_clips, sampler=cfg.sampler,
+                    samples=cfg.eval.spread_samples, num_frames=frames,
+                    batch_size=cfg.eval.spread_clips, seed=cfg.seed)
     return metrics
 
 

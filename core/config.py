@@ -472,6 +472,15 @@ class EvalConfig:
     extrap_frames: int = 0
     extrap_height: int = 0
     extrap_width: int = 0
+    # Sample spread (core.evaluate.sample_spread): spread_samples >= 2 samples per clip of the
+    # first spread_clips test clips, reported as `sample_spread`; 0 = off.
+    spread_samples: int = 0
+    spread_clips: int = 8
+
+    def __post_init__(self) -> None:
+        _check(self.spread_samples == 0 or self.spread_samples >= 2,
+               f"eval.spread_samples={self.spread_samples}: 0 (off) or >= 2 samples per clip")
+        _check(self.spread_clips >= 1, "eval.spread_clips must be >= 1")
 
 
 @dataclass(kw_only=True)

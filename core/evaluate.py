@@ -8,6 +8,8 @@
   the synthetic VBench-I2V-style metrics (`syn_*` keys, core/metrics/synthetic.py) and with
   `dist_energy`, a distribution-level distance that does not reward low-variance samples
   (core/metrics/distribution.py).
+- `sample_spread`: several samples per test clip; the per-pixel spread across them (a sampler
+  that under-disperses scores lower; eval.spread_samples turns it on in a harness run).
 - `score_baseline`: trivial baselines (`copy`: the conditioning frame repeated) scored by the same
   code: both are video producers handed to `produce_and_score`, which calls `score_videos`.
 The proxy and official VBench-I2V backends live in core/metrics/ and bench/.
@@ -29,6 +31,7 @@ from core.sampler import device_generator, sample_latents
 from core.synthetic import render_clip
 
 EVAL_SEED_OFFSET = 1_000_003  # keeps evaluation draws apart from training draws of the same seed
+SPREAD_SEED_STRIDE = 7_919  # sample_spread's k-th draw: apart from score_samples' own draws
 
 
 def _batches(dataset: Dataset, batch_size: int, num_batches: Optional[int] = None):
@@ -190,6 +193,33 @@ def score_samples(model, dataset: Dataset, *, num_clips: int, sampler: SamplerCo
                                  num_frames=num_frames, batch_size=batch_size)
     finally:
         model.train(was_training)
+
+
+@torch.no_grad()
+def sample_spread(model, dataset: Dataset, *, num_clips: int, sampler: SamplerConfig,
+                  samples: int, num_frames: Optional[int] = None, batch_size: int = 8,
+                  seed: int = 0) -> float:
+    """How much the sampler varies its answer to one input: `samples` videos from each of the
+    first `num_clips` clips' conditioning frames (independent generators), the per-pixel standard
+    deviation across them over the generated frames, averaged. A few-step solver that
+    under-disperses has a smaller spread than the chain it imitates, which pixel MSE to the one
+    true future rewards and this shows (compare arms by their ratio to a reference arm)."""
+    if samples < 2:
+        raise ValueError(f"sample_spread needs samples >= 2, got {samples}")
+    was_training = model.training
+    model.eval()
+    try:
+        draws = []
+        for k in range(samples):
+            generator = device_generator(model, EVAL_SEED_OFFSET + seed + SPREAD_SEED_STRIDE * (k + 1))
+            draws.append(produce_and_score(
+                model_producer(model, sampler, generator), dataset, num_clips=num_clips,
+                num_cond=model.cfg.num_cond_frames, num_frames=num_frames,
+                batch_size=batch_size)["videos"])
+    finally:
+        model.train(was_training)
+    first = model.tokenizer.pixel_frames(model.cfg.num_cond_frames)
+    return float(torch.stack(draws)[:, :, first:].std(dim=0).mean())
 
 
 @torch.no_grad()

@@ -227,6 +227,8 @@ def test_every_ablation_arm_composes_and_runs(ablation, arm, tmp_path):
     if ablation == "sun_head" and cfg.sampler.head == "sun":  # distilled, cached, recorded
         assert Path(row["head_distill"]["adapter"]).name.startswith("sun_head-")
         assert row["head_distill"]["pool_tokens"] == 64
+    if ablation == "sun_head":  # several samples per clip: the spread beside MSE
+        assert metrics["sample_spread"] > 0
     if ablation == "sun_head" and cfg.sampler.guidance == "sun":
         assert Path(row["backbone_distill"]["adapter"]).name.startswith("sun_backbone-")
         assert row["backbone_distill"]["pool_tokens"] > 0

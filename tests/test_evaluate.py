@@ -140,3 +140,25 @@ def test_dist_energy_does_not_reward_low_variance_but_mse_does():
         for collapsed in (blurry, frozen):
             assert dist_energy(collapsed, truths, gts) > 1.5 * true_sample
         assert _mse(blurry, truths) < 0.25 * _mse(others, truths)
+
+
+def test_sample_spread_measures_variation_across_samples_of_one_input():
+    from core.evaluate import sample_spread
+    from core.model import VideoMAR
+
+    model = VideoMAR(ModelConfig(width=32, depth=1, num_heads=2, head_width=32, head_depth=1,
+                                 num_sampling_steps=3), seed=0)
+    with torch.no_grad():  # non-zero head outputs: samples depend on the noise
+        for p in model.head.parameters():
+            if p.abs().sum() == 0:
+                p.normal_(0, 0.3)
+    test = SyntheticSprites(DataConfig(num_frames=3, num_test=4), "test")
+    run = lambda temperature, seed=0: sample_spread(  # noqa: E731
+        model, test, num_clips=2, sampler=SamplerConfig(num_iter=2, temperature=temperature),
+        samples=3, seed=seed)
+    wide = run(1.0)
+    assert wide > 0 and wide == run(1.0)  # seeded: the same draws give the same spread
+    assert run(1.0, seed=1) != wide
+    assert run(0.2) < wide  # a colder sampler spreads less; MSE to one truth would reward it
+    with pytest.raises(ValueError, match="samples >= 2"):
+        sample_spread(model, test, num_clips=2, sampler=SamplerConfig(), samples=1)

@@ -624,7 +624,8 @@ def test_missing_vae_weights_list_the_files_and_where_to_put_them(tmp_path):
     # Protection: check_pretrained, called before any work (and again by VAETokenizer.load).
     cfg = TokenizerConfig(kind="vae", vae_path=str(tmp_path / "vae"), patch_size=1)
     assert missing_pretrained_files(cfg) == [str(tmp_path / "vae" / "config.json"), str(
-        tmp_path / "vae" / "diffusion_pytorch_model.safetensors or diffusion_pytorch_model.bin")]
+        tmp_path / "vae" / ("diffusion_pytorch_model.safetensors or diffusion_pytorch_model.bin "
+                            "or diffusion_pytorch_model.safetensors.index.json"))]
     with pytest.raises(FileNotFoundError) as err:
         check_pretrained(cfg)
     assert "does not exist" in str(err.value) and "save_pretrained" in str(err.value)

@@ -34,12 +34,12 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from core.attention import CrossAttention
-from core.sun.head_adapter import GUIDANCE_FEATURES, NORM_EPS, guidance_features
+from core.sun.head_adapter import (GUIDANCE_FEATURES, NORM_EPS, guidance_features,
+                                   read_adapter_file)
 
 ATTR = "sun_backbone"  # the model attribute an installed adapter lives in
 FORMAT = "sun_backbone_adapter/1"
@@ -156,22 +156,11 @@ class SUNBackboneAdapter(nn.Module):
 
 def load(model, path: str | Path) -> SUNBackboneAdapter:
     """A SUNBackboneAdapter for `model` with the weights SUNBackboneAdapter.save wrote to `path`."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"SUN backbone adapter {path} does not exist: distil one with "
-                                "`python ablations/run.py sampler.guidance=sun ...` (cached next "
-                                "to the training checkpoint) or fix sampler.backbone_adapter")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(path))
-    except Exception as exc:  # truncated or foreign file
-        raise ValueError(f"cannot read SUN backbone adapter {path} ({exc}): delete it and "
-                         "distil again") from exc
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a SUN backbone adapter (metadata {meta}); "
-                         "sampler.backbone_adapter must point to a file SUNBackboneAdapter.save "
-                         "wrote")
+    meta, state = read_adapter_file(
+        path, FORMAT, "SUN backbone adapter",
+        "distil one with `python ablations/run.py sampler.guidance=sun ...` (cached next to the "
+        "training checkpoint) or fix sampler.backbone_adapter",
+        "sampler.backbone_adapter", "SUNBackboneAdapter.save")
     adapter = SUNBackboneAdapter(model, float(meta["cfg_max"]))
     try:
         adapter.load_state_dict(state)

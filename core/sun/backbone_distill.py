@@ -32,7 +32,7 @@ from core.masks import mask_by_order, random_orders, reveal_schedule
 from core.sampler import guidance_at, sample_latents
 from core.sun.backbone_adapter import SUNBackboneAdapter, joint_context
 from core.sun.head_distill import (DISTILL_SEED_OFFSET, _tail_mean, check_grids,
-                                   conditioning_clips, teacher_trajectories)
+                                   conditioning_clips, guidance_range, teacher_trajectories)
 from core.sun.optim import cosine_lr, log_progress, optimizer_step
 from core.sun.solver import solve
 
@@ -169,10 +169,7 @@ def distill_for_model(model, dataset, sampler: SamplerConfig, cfg: HeadDistillCo
     """Teacher videos from the first cfg.num_clips clips of `dataset`, then distil a backbone
     adapter for `sampler` (its cfg_scale, head steps, negative prompt and x0 clipping)."""
     generator = torch.Generator().manual_seed(DISTILL_SEED_OFFSET + seed)
-    cfg_max = cfg.cfg_max if cfg.cfg_max is not None else sampler.cfg_scale
-    if sampler.cfg_scale > cfg_max:
-        raise ValueError(f"head_distill.cfg_max={cfg_max:g} is below sampler.cfg_scale="
-                         f"{sampler.cfg_scale:g}: raise it or leave it null")
+    cfg_max = guidance_range(cfg, sampler)
     # MSC needs the student's few-step solver (head=dpm); the DDPM chain learns from L_cfg only.
     student_steps = (sampler.num_sampling_steps or model.head.num_sampling_steps
                      if sampler.head == "dpm" else None)

@@ -144,23 +144,33 @@ class SUNHeadAdapter(nn.Module):
         tmp.replace(path)  # atomic: a killed save leaves no half-written adapter
 
 
-def load_adapter(head: DiffusionHead, path: str | Path) -> SUNHeadAdapter:
-    """A SUNHeadAdapter for `head` with the weights in `path` (written by SUNHeadAdapter.save)."""
+def read_adapter_file(path: str | Path, fmt: str, what: str, missing_fix: str,
+                      option: str, writer: str) -> tuple[dict, dict]:
+    """(metadata, tensors) of a SUN adapter weights file, or the error that names the fix:
+    missing (`missing_fix`), unreadable (distil again), or another format (`option` must point
+    to a file `writer` wrote)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"SUN head adapter {path} does not exist: distil one with "
-                                "`python ablations/run.py sampler.head=sun ...` (it is cached "
-                                "next to the training checkpoint) or fix sampler.head_adapter")
+        raise FileNotFoundError(f"{what} {path} does not exist: {missing_fix}")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         state = load_file(str(path))
     except Exception as exc:  # truncated or foreign file
-        raise ValueError(f"cannot read SUN head adapter {path} ({exc}): delete it and distil "
-                         "again") from exc
-    if meta.get("format") != "sun_head_adapter/1":
-        raise ValueError(f"{path} is not a SUN head adapter (metadata {meta}); "
-                         "sampler.head_adapter must point to a file SUNHeadAdapter.save wrote")
+        raise ValueError(f"cannot read {what} {path} ({exc}): delete it and distil again") from exc
+    if meta.get("format") != fmt:
+        raise ValueError(f"{path} is not a {what} (metadata {meta}); {option} must point to a "
+                         f"file {writer} wrote")
+    return meta, state
+
+
+def load_adapter(head: DiffusionHead, path: str | Path) -> SUNHeadAdapter:
+    """A SUNHeadAdapter for `head` with the weights in `path` (written by SUNHeadAdapter.save)."""
+    meta, state = read_adapter_file(
+        path, "sun_head_adapter/1", "SUN head adapter",
+        "distil one with `python ablations/run.py sampler.head=sun ...` (it is cached next to "
+        "the training checkpoint) or fix sampler.head_adapter",
+        "sampler.head_adapter", "SUNHeadAdapter.save")
     adapter = SUNHeadAdapter(head.net, float(meta["cfg_max"]))
     try:
         adapter.load_state_dict(state)

@@ -30,6 +30,16 @@ from core.sun.solver import guided_eps_fn, make_scheduler, solve
 DISTILL_SEED_OFFSET = 2_000_029  # keeps distillation draws apart from training/eval draws
 
 
+def guidance_range(cfg: HeadDistillConfig, sampler: SamplerConfig) -> float:
+    """The largest guidance scale an adapter is distilled for: head_distill.cfg_max, or the
+    sampler's own scale when unset; below the sampler's scale is an error."""
+    cfg_max = cfg.cfg_max if cfg.cfg_max is not None else sampler.cfg_scale
+    if sampler.cfg_scale > cfg_max:
+        raise ValueError(f"head_distill.cfg_max={cfg_max:g} is below sampler.cfg_scale="
+                         f"{sampler.cfg_scale:g}: raise it or leave it null")
+    return cfg_max
+
+
 def check_grids(head: DiffusionHead, student_steps: int, teacher_steps: int) -> None:
     """The student's timesteps must lie on the teacher's (checked before any teacher work)."""
     student = make_scheduler(head, student_steps).timesteps.tolist()
@@ -168,10 +178,7 @@ def distill_for_model(model, dataset, sampler: SamplerConfig, cfg: HeadDistillCo
     """Record conditions on the first cfg.num_clips clips of `dataset`, cache the teacher's
     trajectories and distil an adapter for `sampler` (its cfg_scale, steps and x0 clipping)."""
     generator = torch.Generator().manual_seed(DISTILL_SEED_OFFSET + seed)
-    cfg_max = cfg.cfg_max if cfg.cfg_max is not None else sampler.cfg_scale
-    if sampler.cfg_scale > cfg_max:
-        raise ValueError(f"head_distill.cfg_max={cfg_max:g} is below sampler.cfg_scale="
-                         f"{sampler.cfg_scale:g}: raise it or leave it null")
+    cfg_max = guidance_range(cfg, sampler)
     check_grids(model.head, sampler.num_sampling_steps, cfg.teacher_steps)
     clip_x0 = head_clip_x0(model, sampler)
     clips, captions = conditioning_clips(model, dataset, cfg.num_clips, batch_size)

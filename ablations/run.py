@@ -104,35 +104,44 @@ def _exclusive(directory: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _sun_adapter(model, cfg: RunConfig, train_dir: Path, train_set, code: str) -> dict:
-    """sampler.head=sun or sampler.guidance=sun without a given adapter file: distil the head or
-    backbone adapter from the trained model (once per training key and distillation config,
-    under the training lock), install it, return its info."""
-    from core.sun import backbone_adapter, backbone_distill, head_adapter, head_distill
+def _sun_adapter(model, cfg: RunConfig, train_dir: Path, train_set, code: str):
+    """Distil the one-pass student the sampler asks for without a given file: the SUN head
+    adapter (sampler.head=sun), the SUN backbone adapter (guidance=sun) or a guidance-distilled
+    student (guidance=distilled); once per training key and distillation config, cached next to
+    the training checkpoint under the training lock. Returns (the model to sample: `model` with
+    the adapter installed, or the student; info)."""
+    from core.sun import backbone_adapter, backbone_distill, guided_student, head_adapter
+    from core.sun import head_distill
 
     s = cfg.sampler
-    on_backbone = s.guidance == "sun"
+    kind = s.guidance if s.guidance in ("sun", "distilled") else "head"
     # Everything that shapes the teacher's runs and the targets: the whole sampler config except
     # what selects the student (the teacher always samples with the DDPM head and plain CFG).
-    student = ("guidance", "backbone_adapter") if on_backbone else ("head", "head_adapter")
+    student = {"sun": ("guidance", "backbone_adapter"), "distilled": ("guidance", "guided_student"),
+               "head": ("head", "head_adapter")}[kind]
     teacher = {k: v for k, v in dataclasses.asdict(s).items() if k not in student}
     part = {"head_distill": dataclasses.asdict(cfg.head_distill), "sampler": teacher,
             "seed": cfg.seed}
-    name = "sun_backbone" if on_backbone else "sun_head"
+    name = {"sun": "sun_backbone", "distilled": "guided_student", "head": "sun_head"}[kind]
     path = train_dir / f"{name}-{run_id(part, code, ignore=())}.safetensors"
     with _exclusive(train_dir):
         if path.is_file():
-            adapter = (backbone_adapter.load(model, path) if on_backbone
-                       else head_adapter.load_adapter(model.head, path))
             info = {"reused": True}
+            if kind == "distilled":
+                return guided_student.load(model, path), {**info, "student": portable_path(str(path))}
+            adapter = (backbone_adapter.load(model, path) if kind == "sun"
+                       else head_adapter.load_adapter(model.head, path))
         else:
-            distill = backbone_distill if on_backbone else head_distill
+            distill = head_distill if kind == "head" else backbone_distill
             adapter, info = distill.distill_for_model(model, train_set, s, cfg.head_distill,
                                                       seed=cfg.seed)
-            adapter.save(path, info, **({} if on_backbone else {"head": model.head}))
+            if kind == "distilled":
+                guided_student.installed(adapter).save(adapter, path, info)
+                return adapter, {**info, "reused": False, "student": portable_path(str(path))}
+            adapter.save(path, info, **({} if kind == "sun" else {"head": model.head}))
             info = {**info, "reused": False}
-    (backbone_adapter if on_backbone else head_adapter).install(model, adapter)
-    return {**info, "adapter": portable_path(str(path))}
+    (backbone_adapter if kind == "sun" else head_adapter).install(model, adapter)
+    return model, {**info, "adapter": portable_path(str(path))}
 
 
 def _remove_sun_adapters(model) -> None:
@@ -141,6 +150,24 @@ def _remove_sun_adapters(model) -> None:
 
     head_adapter.remove(model)
     backbone_adapter.remove(model)
+
+
+def _sampling_model(model, cfg: RunConfig, train_dir: Path, train_set, code: str):
+    """The model the evaluation samples (`model`, with any SUN adapter installed, or a
+    guidance-distilled student) and what distilling it recorded."""
+    from core.sun import guided_student
+
+    s, extra = cfg.sampler, {}
+    if s.head == "sun" and not s.head_adapter:
+        model, extra["head_distill"] = _sun_adapter(model, cfg, train_dir, train_set, code)
+    if s.guidance == "sun" and not s.backbone_adapter:
+        model, extra["backbone_distill"] = _sun_adapter(model, cfg, train_dir, train_set, code)
+    if s.guidance == "distilled":
+        if s.guided_student:
+            model = guided_student.load(model, _resolve(s.guided_student))
+        else:
+            model, extra["guidance_distill"] = _sun_adapter(model, cfg, train_dir, train_set, code)
+    return model, extra
 
 
 def _val_loss(model, cfg: RunConfig) -> float:
@@ -345,13 +372,11 @@ def _run(cfg: RunConfig) -> dict:
             return {"status": "ok", "run_id": rid, "rank": rank}
         out_dir.mkdir(parents=True, exist_ok=True)
         with ema.swapped(model) if cfg.eval.use_ema else contextlib.nullcontext():
-            if cfg.sampler.head == "sun" and not cfg.sampler.head_adapter:
-                extra["head_distill"] = _sun_adapter(model, cfg, train_dir, train_set,
-                                                     git["code"])
-            if cfg.sampler.guidance == "sun" and not cfg.sampler.backbone_adapter:
-                extra["backbone_distill"] = _sun_adapter(model, cfg, train_dir, train_set,
-                                                         git["code"])
-            metrics = _evaluate(model, cfg, out_dir)
+            sampling_model, distilled = _sampling_model(model, cfg, train_dir, train_set,
+                                                        git["code"])
+            extra.update(distilled)
+            metrics = _evaluate(sampling_model, cfg, out_dir)
+            del sampling_model
         _remove_sun_adapters(model)
         reused = summary["resumed_from"] is not None and summary["resumed_from"] >= summary["steps"]
         metrics.update(train_loss=summary["train_loss"], train_steps=summary["steps"],

@@ -6,7 +6,8 @@
 Arms (the `sun_head` table's, ablations/conf/head/): ddpm100_cfg (backbone on [cond; uncond],
 100 DDPM head steps on 2n rows), dpm4_cfg / dpm8_cfg (the frozen head under 4 / 8 SDE-DPM-Solver++
 steps, CFG), sun4 (the head adapter: one head pass per step, backbone still doubled), sunbb_ddpm100
-and sunbb_dpm4 (the backbone adapter: one backbone pass with one KV cache, unguided head).
+and sunbb_dpm4 (the backbone adapter: one backbone pass with one KV cache, unguided head), gd_dpm4
+(a guidance-distilled student with a w embedding: one backbone pass on the caption alone).
 Speed does not depend on the weights, so the model and adapters are freshly initialised (the
 zero-initialised head output layers are randomised so clipping and solvers do real work). Each
 arm samples the same `batch` clips of `frames` frames from the same first frames; bench/timing.py
@@ -24,7 +25,7 @@ from bench._common import CpuMeter, base_parser, bench_config, finish, format_ta
 from core.config import SamplerConfig, preset
 from core.model import VideoMAR
 from core.sampler import sample_latents
-from core.sun import backbone_adapter, head_adapter
+from core.sun import backbone_adapter, guided_student, head_adapter
 
 ARMS = {
     "ddpm100_cfg": dict(head="ddpm", num_sampling_steps=100),
@@ -33,6 +34,7 @@ ARMS = {
     "sun4": dict(head="sun", num_sampling_steps=4),
     "sunbb_ddpm100": dict(guidance="sun", head="ddpm", num_sampling_steps=100),
     "sunbb_dpm4": dict(guidance="sun", head="dpm", num_sampling_steps=4),
+    "gd_dpm4": dict(guidance="distilled", head="dpm", num_sampling_steps=4),
 }
 REFERENCE = "ddpm100_cfg"
 
@@ -56,9 +58,12 @@ def methods(model: VideoMAR, batch: int, frames: int, cfg_scale: float, num_iter
                        generator=torch.Generator().manual_seed(1))
     captions = ["a red circle moves right"] * batch
 
+    student, _ = guided_student.new_student(model, cfg_max=cfg_scale)  # gd_: its own copy
+
     def call(options: dict):
         sampler = SamplerConfig(cfg_scale=cfg_scale, num_iter=num_iter, **options)
-        return lambda: sample_latents(model, cond, frames, sampler,
+        sampled = student if sampler.guidance == "distilled" else model
+        return lambda: sample_latents(sampled, cond, frames, sampler,
                                       torch.Generator().manual_seed(0), captions)
     return {name: call(options) for name, options in ARMS.items()}
 

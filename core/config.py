@@ -25,7 +25,7 @@ TEMPERATURE_SCHEDULES = ("constant", "progressive", "list")
 CFG_SCHEDULES = ("linear", "constant")
 HEAD_SAMPLERS = ("ddpm", "dpm", "sun")
 HEAD_SOLVERS = ("ode", "sde")
-GUIDANCE_PASSES = ("cfg", "sun")
+GUIDANCE_PASSES = ("cfg", "sun", "distilled")
 DATA_SOURCES = ("synthetic", "folder")
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -282,9 +282,13 @@ class SamplerConfig:
     # cache), the head mixes the two eps; "sun" = one backbone pass through the SpeedUpNet
     # backbone adapter (core/sun/backbone_adapter.py) on [caption | negative], the head runs
     # unguided on its features. guidance=sun without backbone_adapter: a harness run distils one
-    # (head_distill.*) and caches it next to the training checkpoint.
+    # (head_distill.*) and caches it next to the training checkpoint. "distilled" = a guidance-
+    # distilled student (Meng et al.; core/sun/guided_student.py): a fine-tuned copy of the model
+    # told w by an embedding, one backbone pass on the caption; without guided_student a harness
+    # run distils one the same way.
     guidance: str = "cfg"
     backbone_adapter: Optional[str] = None
+    guided_student: Optional[str] = None
     # The unconditional branch's text: None = the learned null embedding (MAR/VideoMAR's CFG),
     # else this prompt, encoded like a caption (a controllable negative prompt, as in SUN).
     negative_prompt: Optional[str] = None
@@ -311,15 +315,16 @@ class SamplerConfig:
                "adapter reads the null condition from the backbone's unconditional branch")
         _check(self.guidance in GUIDANCE_PASSES,
                f"sampler.guidance={self.guidance!r}: choose one of {GUIDANCE_PASSES}")
-        _check(self.guidance != "sun" or (self.cfg_scale != 1.0 and self.head != "sun"),
-               "sampler.guidance=sun folds guidance into the backbone: it needs sampler.cfg_scale "
-               "!= 1 and an unguided head (sampler.head=ddpm or dpm, not sun)")
+        _check(self.guidance == "cfg" or (self.cfg_scale != 1.0 and self.head != "sun"),
+               f"sampler.guidance={self.guidance} folds guidance into the backbone: it needs "
+               "sampler.cfg_scale != 1 and an unguided head (sampler.head=ddpm or dpm, not sun)")
 
 
 @dataclass(kw_only=True)
 class HeadDistillConfig:
     """Distilling a SUN adapter: on the head (core/sun/head_distill.py, sampler.head=sun) or on
-    the backbone's cross-attention (core/sun/backbone_distill.py, sampler.guidance=sun).
+    the backbone's cross-attention (core/sun/backbone_distill.py, sampler.guidance=sun); or a
+    guidance-distilled student (the same states and losses, sampler.guidance=distilled).
 
     Conditions (z_cond, z_uncond) are recorded from the teacher sampler (sampler.head=ddpm at
     teacher_sampling_steps) on training clips; targets are the frozen head's CFG ODE
@@ -335,8 +340,11 @@ class HeadDistillConfig:
     steps: int = 600
     batch_cfg: int = 512  # tokens per step for the guided-eps (CFG distillation) loss
     batch_msc: int = 256  # tokens per step for the multi-step consistency loss
-    batch_states: int = 8  # sampler.guidance=sun: teacher sampling states (frames) per step
+    batch_states: int = 8  # sampler.guidance=sun|distilled: teacher sampling states per step
     lr: float = 1e-3
+    # sampler.guidance=distilled: learning rate of the student's copied model weights (its new
+    # w embedding trains at lr), lower since they start from a trained model.
+    finetune_lr: float = 1e-4
     lambda_msc: float = 1.0  # 0 = CFG distillation only (the "without MSC" ablation)
     cfg_max: Optional[float] = None  # None: the run's sampler.cfg_scale
 
@@ -346,6 +354,8 @@ class HeadDistillConfig:
         _check(min(self.batch_cfg, self.batch_msc, self.batch_states) >= 1,
                "head_distill batches must be >= 1")
         _check(self.lambda_msc >= 0, "head_distill.lambda_msc must be >= 0 (0 disables MSC)")
+        _check(self.lr > 0 and self.finetune_lr >= 0,
+               "head_distill.lr must be > 0 and head_distill.finetune_lr >= 0")
         _check(self.cfg_max is None or self.cfg_max >= 1.0, "head_distill.cfg_max must be >= 1")
 
 

@@ -69,7 +69,8 @@ def _double(x: torch.Tensor, guided: bool) -> torch.Tensor:
 
 
 def _at_scale(model, adapter, guidance: float):
-    """Backbone passes at guidance scale `guidance` under a SUN backbone adapter (else a no-op)."""
+    """Backbone passes at guidance scale `guidance` under a one-pass guidance module (the SUN
+    backbone adapter or a guidance-distilled student's w embedding), else a no-op."""
     return adapter.scale(model, guidance) if adapter is not None else contextlib.nullcontext()
 
 
@@ -181,8 +182,13 @@ def sample_latents(model, cond_tokens: torch.Tensor, num_frames: int, cfg: Sampl
     head_sampler = build_head_sampler(model, cfg, head_hook)
     batch = cond_tokens.shape[0]
     context, context_mask = model.encode_context(captions, batch)
-    adapter = None
-    if guided:
+    adapter = None  # a one-pass guidance module: its scale(model, w) wraps every backbone pass
+    if guided and cfg.guidance == "distilled":  # one pass on the caption: the student knows w
+        from core.sun.guided_student import resolve
+
+        adapter = resolve(model, cfg)
+        guided = False
+    elif guided:
         negative = [cfg.negative_prompt] * batch if cfg.negative_prompt is not None else None
         null, null_mask = model.encode_context(negative, batch)
         if cfg.guidance == "sun":  # one pass on the joint context [caption | negative]

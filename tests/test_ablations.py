@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import subprocess
 import sys
@@ -232,6 +234,13 @@ def test_every_ablation_arm_composes_and_runs(ablation, arm, tmp_path):
     if ablation == "sun_head" and cfg.sampler.guidance == "sun":
         assert Path(row["backbone_distill"]["adapter"]).name.startswith("sun_backbone-")
         assert row["backbone_distill"]["pool_tokens"] > 0
+    if ablation == "sun_head" and cfg.sampler.guidance == "distilled":  # a whole student file
+        assert Path(row["guidance_distill"]["student"]).name.startswith("guided_student-")
+        assert row["guidance_distill"]["pool_tokens"] > 0 and "adapter" not in row
+        again = run_app.run(dataclasses.replace(cfg, force=True))  # the cached student
+        assert again["guidance_distill"] == {"reused": True,
+                                             "student": row["guidance_distill"]["student"]}
+        assert again["metrics"]["mse_mean"] == metrics["mse_mean"]
     if ablation in ("curriculum", "resolution"):
         assert metrics["val_curve"] and metrics["val_curve"][-1]["step"] == metrics["train_steps"]
 
@@ -258,6 +267,7 @@ def test_variant_labels_come_from_the_swept_knobs():
     assert variant("ablation=sun_head", "head=sun8") == "sun8"
     assert variant("ablation=sun_head", "head=sunbb_ddpm100") == "sunbb_ddpm100"
     assert variant("ablation=sun_head", "head=sunbb_dpm4") == "sunbb_dpm4"
+    assert variant("ablation=sun_head", "head=gd_dpm4") == "gd_dpm4"
     assert variant("ablation=window", "model.temporal_window=2") == "w2"
     assert variant("variant=mine") == "mine"
 

@@ -134,7 +134,8 @@ def test_sun_speed_bench_times_every_arm_against_the_cfg_head(tmp_path, capsys):
                                              "--frames", "2", "--num-iter", "1", "--repeats", "2",
                                              "--warmup", "0", "--thread-counts", "1"], capsys)
     row = only_row(results, "sun_speed")
-    arms = ("ddpm100_cfg", "dpm4_cfg", "dpm8_cfg", "sun4", "sunbb_ddpm100", "sunbb_dpm4")
+    arms = ("ddpm100_cfg", "dpm4_cfg", "dpm8_cfg", "sun4", "sunbb_ddpm100", "sunbb_dpm4",
+            "gd_dpm4")
     assert row["columns"] == [f"t1_{a}_speedup" for a in arms]
     for arm in arms:
         lo, hi = metrics[f"t1_{arm}_speedup_interval"]

@@ -15,6 +15,9 @@ moved from the head to VideoMAR's backbone (arXiv 2506.14168):
    head(x_k, t_k, z_s) to the teacher's guided eps at the cached states; with a few-step head
    (sampler.head=dpm) L_msc matches the student's own rollout (autograd through the solver) to
    the teacher's states at the student's timesteps. Only the adapter trains.
+4. The competing student (guidance distillation, Meng et al., core/sun/guided_student.py) learns
+   from the same states and losses: a copy of the model with a w embedding, one pass on the
+   caption, the whole copy trained. One loop (`_train`) serves both.
 """
 
 from __future__ import annotations
@@ -24,15 +27,18 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from core.config import HeadDistillConfig, SamplerConfig
 from core.head_sampler import head_clip_x0
 from core.masks import mask_by_order, random_orders, reveal_schedule
 from core.sampler import guidance_at, sample_latents
+from core.sun import guided_student
 from core.sun.backbone_adapter import SUNBackboneAdapter, joint_context
+from core.sun.guided_student import GuidedStudent
 from core.sun.head_distill import (DISTILL_SEED_OFFSET, _tail_mean, check_grids,
-                                   conditioning_clips, guidance_range, teacher_trajectories)
+                                   conditioning_clips, guidance_range, teacher_sampler,
+                                   teacher_trajectories)
 from core.sun.optim import cosine_lr, log_progress, optimizer_step
 from core.sun.solver import solve
 
@@ -50,9 +56,7 @@ def teacher_states(model, clips: list, captions: list, sampler: SamplerConfig,
     (and MSC targets at `student_steps` few-step solver steps unless None)."""
     if student_steps is not None:
         check_grids(model.head, student_steps, cfg.teacher_steps)
-    teacher = SamplerConfig(**{**sampler.__dict__, "head": "ddpm", "head_adapter": None,
-                               "guidance": "cfg", "backbone_adapter": None,
-                               "num_sampling_steps": cfg.teacher_sampling_steps})
+    teacher = teacher_sampler(sampler, cfg)
     num_cond = model.cfg.num_cond_frames
     groups: dict[int, list] = {}
     for (cond, frames), caps in zip(clips, captions):
@@ -101,15 +105,71 @@ def _rows(group: dict, states: Tensor) -> Tensor:
 def student_features(model, adapter: SUNBackboneAdapter, group: dict, states: Tensor,
                      negative_prompt: Optional[str]) -> Tensor:
     """z_s of the masked tokens of `states` (state-major): one backbone pass via the adapter."""
-    f, n = group["frame"], states.numel()
-    idx = states.to(group["tokens"].device)
+    n = states.numel()
     context, context_mask = model.encode_context([group["captions"][i] for i in states.tolist()], n)
     prompts = [negative_prompt] * n if negative_prompt is not None else None
     negative, negative_mask = model.encode_context(prompts, n)
     context, context_mask = joint_context(context, context_mask, negative, negative_mask)
-    with adapter.scale(model, group["guidance"][idx]):
+    return _masked_features(model, adapter, group, states, context, context_mask)
+
+
+def distilled_features(student, embedding: GuidedStudent, group: dict, states: Tensor) -> Tensor:
+    """z_s of the masked tokens of `states` from a guidance-distilled student: one pass on the
+    captions, the scale through its w embedding."""
+    context, context_mask = student.encode_context(
+        [group["captions"][i] for i in states.tolist()], states.numel())
+    return _masked_features(student, embedding, group, states, context, context_mask)
+
+
+def _masked_features(model, guidance_module, group: dict, states: Tensor, context: Tensor,
+                     context_mask: Tensor) -> Tensor:
+    idx = states.to(group["tokens"].device)
+    with guidance_module.scale(model, group["guidance"][idx]):
         z = model.backbone(group["tokens"][idx], group["mask"][idx], 0, context, context_mask)
-    return z[:, f][group["masked"][idx]]
+    return z[:, group["frame"]][group["masked"][idx]]
+
+
+def _train(head, opt: torch.optim.Optimizer, features: Callable[[dict, Tensor], Tensor],
+           pool: list[dict], cfg: HeadDistillConfig, student_steps: Optional[int],
+           clip_x0: Optional[float], generator: torch.Generator, log: Callable[[str], None],
+           tag: str) -> dict:
+    """The one-pass student's loop: L_cfg of head(x_k, t_k, z_s) against the teacher's guided
+    eps at cached states, plus MSC through `student_steps` solver steps (unless None). Trains
+    whatever `opt` holds; returns the loss curves."""
+    device = next(head.parameters()).device
+    params = [p for group in opt.param_groups for p in group["params"]]
+    base_lrs = [group["lr"] for group in opt.param_groups]
+    sizes = torch.tensor([float(g["tokens"].shape[0]) for g in pool])
+    curves: dict[str, list[float]] = {"cfg": [], "msc": []}
+    start = time.perf_counter()
+    for step in range(cfg.steps):
+        for group, lr in zip(opt.param_groups, base_lrs):
+            group["lr"] = cosine_lr(step, lr, 0, cfg.steps)
+        group = pool[int(torch.multinomial(sizes, 1, generator=generator))]
+        n = group["tokens"].shape[0]
+        states = torch.randperm(n, generator=generator)[:cfg.batch_states].sort().values
+        rows = _rows(group, states)
+        z_s = features(group, states)
+        k = torch.randint(group["states"].shape[1], (rows.numel(),), generator=generator)
+        k = k.to(device)
+        t_k = group["timesteps"].to(device)[k]
+        eps = head.net(group["states"][rows, k], t_k, z_s)[:, :head.token_dim]
+        loss_cfg = F.mse_loss(eps.float(), group["eps"][rows, k])
+        loss = loss_cfg
+        if cfg.lambda_msc > 0 and student_steps is not None:
+            cond = head.net.cond_embed(z_s)
+
+            def eps_fn(x: Tensor, t: Tensor) -> Tensor:
+                return head.net(x, t, None, cond)[:, :head.token_dim].float()
+            _, rollout = solve(eps_fn, head, group["noise"][rows], student_steps, clip_x0)
+            loss_msc = F.mse_loss(rollout["after"], group["targets"][rows])
+            loss = loss + cfg.lambda_msc * loss_msc
+            curves["msc"].append(loss_msc.item())
+        optimizer_step(opt, loss, params)
+        curves["cfg"].append(loss_cfg.item())
+        log_progress(curves, step, cfg.steps, log, tag)
+    curves["seconds"] = time.perf_counter() - start
+    return curves
 
 
 def distill(model, pool: list[dict], cfg: HeadDistillConfig, cfg_max: float,
@@ -118,56 +178,47 @@ def distill(model, pool: list[dict], cfg: HeadDistillConfig, cfg_max: float,
             log: Callable[[str], None] = print) -> tuple[SUNBackboneAdapter, dict]:
     """Train a SUNBackboneAdapter on the teacher states; returns it and the loss curves.
     student_steps=None: L_cfg only (a head without a few-step solver has no MSC rollout)."""
-    head = model.head
-    device = model.mask_token.device
     frozen = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)
-    adapter = SUNBackboneAdapter(model, cfg_max).to(device)
-    params = [p for p in adapter.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr)
-    sizes = torch.tensor([float(g["tokens"].shape[0]) for g in pool])
-    curves: dict[str, list[float]] = {"cfg": [], "msc": []}
-    start = time.perf_counter()
+    adapter = SUNBackboneAdapter(model, cfg_max).to(model.mask_token.device)
+    opt = torch.optim.Adam([p for p in adapter.parameters() if p.requires_grad], lr=cfg.lr)
     try:
-        for step in range(cfg.steps):
-            for group in opt.param_groups:
-                group["lr"] = cosine_lr(step, cfg.lr, 0, cfg.steps)
-            group = pool[int(torch.multinomial(sizes, 1, generator=generator))]
-            n = group["tokens"].shape[0]
-            states = torch.randperm(n, generator=generator)[:cfg.batch_states].sort().values
-            rows = _rows(group, states)
-            z_s = student_features(model, adapter, group, states, negative_prompt)
-            k = torch.randint(group["states"].shape[1], (rows.numel(),), generator=generator)
-            k = k.to(device)
-            t_k = group["timesteps"].to(device)[k]
-            eps = head.net(group["states"][rows, k], t_k, z_s)[:, :head.token_dim]
-            loss_cfg = F.mse_loss(eps.float(), group["eps"][rows, k])
-            loss = loss_cfg
-            if cfg.lambda_msc > 0 and student_steps is not None:
-                cond = head.net.cond_embed(z_s)
-
-                def eps_fn(x: Tensor, t: Tensor) -> Tensor:
-                    return head.net(x, t, None, cond)[:, :head.token_dim].float()
-                _, rollout = solve(eps_fn, head, group["noise"][rows], student_steps, clip_x0)
-                loss_msc = F.mse_loss(rollout["after"], group["targets"][rows])
-                loss = loss + cfg.lambda_msc * loss_msc
-                curves["msc"].append(loss_msc.item())
-            optimizer_step(opt, loss, params)
-            curves["cfg"].append(loss_cfg.item())
-            log_progress(curves, step, cfg.steps, log, "sun backbone")
+        curves = _train(model.head, opt,
+                        lambda g, s: student_features(model, adapter, g, s, negative_prompt),
+                        pool, cfg, student_steps, clip_x0, generator, log, "sun backbone")
     finally:
         for p, g in zip(model.parameters(), frozen):
             p.requires_grad_(g)
     adapter.eval()
-    curves["seconds"] = time.perf_counter() - start
     return adapter, curves
+
+
+def distill_student(model, pool: list[dict], cfg: HeadDistillConfig, cfg_max: float,
+                    student_steps: Optional[int], clip_x0: Optional[float],
+                    generator: torch.Generator, negative_prompt: Optional[str],
+                    log: Callable[[str], None] = print) -> tuple[nn.Module, dict]:
+    """Guidance distillation (Meng et al.) on the same states and losses: a copy of `model`
+    with a w embedding, all of it trained (model weights at finetune_lr, the embedding at lr).
+    Returns the student model (its embedding installed) and the loss curves; `model` is
+    untouched."""
+    student, embedding = guided_student.new_student(model, cfg_max, negative_prompt)
+    weights = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.Adam([{"params": weights, "lr": cfg.finetune_lr},
+                            {"params": list(embedding.parameters()), "lr": cfg.lr}])
+    curves = _train(student.head, opt,
+                    lambda g, s: distilled_features(student, embedding, g, s),
+                    pool, cfg, student_steps, clip_x0, generator, log, "guidance distillation")
+    student.requires_grad_(False)
+    return student.eval(), curves
 
 
 def distill_for_model(model, dataset, sampler: SamplerConfig, cfg: HeadDistillConfig, *,
                       seed: int, batch_size: int = 8,
-                      log: Callable[[str], None] = print) -> tuple[SUNBackboneAdapter, dict]:
-    """Teacher videos from the first cfg.num_clips clips of `dataset`, then distil a backbone
-    adapter for `sampler` (its cfg_scale, head steps, negative prompt and x0 clipping)."""
+                      log: Callable[[str], None] = print) -> tuple[nn.Module, dict]:
+    """Teacher videos from the first cfg.num_clips clips of `dataset`, then distil the one-pass
+    student `sampler` asks for (its cfg_scale, head steps, negative prompt and x0 clipping):
+    guidance=sun -> a SUNBackboneAdapter; guidance=distilled -> a guidance-distilled copy of the
+    model (its GuidedStudent installed). Returns it and its info."""
     generator = torch.Generator().manual_seed(DISTILL_SEED_OFFSET + seed)
     cfg_max = guidance_range(cfg, sampler)
     # MSC needs the student's few-step solver (head=dpm); the DDPM chain learns from L_cfg only.
@@ -187,13 +238,14 @@ def distill_for_model(model, dataset, sampler: SamplerConfig, cfg: HeadDistillCo
         tokens = sum(int(g["counts"].sum()) for g in pool)
         log(f"  [sun backbone] teacher pool: {sum(g['tokens'].shape[0] for g in pool)} states, "
             f"{tokens} tokens in {pool_s:.1f} s")
-        adapter, curves = distill(model, pool, cfg, cfg_max, student_steps, clip_x0, generator,
-                                  sampler.negative_prompt, log)
+        learn = distill_student if sampler.guidance == "distilled" else distill
+        adapter, curves = learn(model, pool, cfg, cfg_max, student_steps, clip_x0, generator,
+                                sampler.negative_prompt, log)
     finally:
         model.train(was_training)
     info = {"pool_s": pool_s, "distill_s": curves["seconds"], "pool_tokens": tokens,
             "final_cfg_loss": _tail_mean(curves["cfg"]),
             "final_msc_loss": _tail_mean(curves["msc"]),
             "cfg_max": cfg_max, "student_steps": student_steps}
-    adapter.info = info
+    (guided_student.installed(adapter) if sampler.guidance == "distilled" else adapter).info = info
     return adapter, info

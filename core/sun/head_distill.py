@@ -40,6 +40,15 @@ def guidance_range(cfg: HeadDistillConfig, sampler: SamplerConfig) -> float:
     return cfg_max
 
 
+def teacher_sampler(sampler: SamplerConfig, cfg: HeadDistillConfig) -> SamplerConfig:
+    """The teacher every student (head adapter, backbone adapter, guidance-distilled student) is
+    distilled against: `sampler` with MAR's DDPM head at teacher_sampling_steps and plain CFG on
+    [cond; uncond], no adapter or student."""
+    return SamplerConfig(**{**sampler.__dict__, "head": "ddpm", "head_adapter": None,
+                            "guidance": "cfg", "backbone_adapter": None, "guided_student": None,
+                            "num_sampling_steps": cfg.teacher_sampling_steps})
+
+
 def check_grids(head: DiffusionHead, student_steps: int, teacher_steps: int) -> None:
     """The student's timesteps must lie on the teacher's (checked before any teacher work)."""
     student = make_scheduler(head, student_steps).timesteps.tolist()
@@ -61,8 +70,7 @@ def teacher_pool(model, clips: list, captions: list, sampler: SamplerConfig,
     `generator` must be a CPU generator (pool draws are made on the CPU, then moved).
     """
     check_grids(model.head, student_steps, cfg.teacher_steps)
-    teacher = SamplerConfig(**{**sampler.__dict__, "head": "ddpm", "head_adapter": None,
-                               "num_sampling_steps": cfg.teacher_sampling_steps})
+    teacher = teacher_sampler(sampler, cfg)
     records: list[tuple[Tensor, Tensor, float]] = []
 
     def record(z: Tensor, z_uncond: Tensor, cfg_scale: float) -> None:

@@ -128,7 +128,8 @@ def _sun_adapter(model, cfg: RunConfig, train_dir: Path, train_set, code: str):
         if path.is_file():
             info = {"reused": True}
             if kind == "distilled":
-                return guided_student.load(model, path), {**info, "student": portable_path(str(path))}
+                student_path = portable_path(str(path))
+                return guided_student.load(model, path), {**info, "student": student_path}
             adapter = (backbone_adapter.load(model, path) if kind == "sun"
                        else head_adapter.load_adapter(model.head, path))
         else:

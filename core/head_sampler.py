@@ -98,6 +98,13 @@ class HookedHeadSampler:
                           generator=generator)
 
 
+def stochastic_chain(cfg: SamplerConfig) -> bool:
+    """Whether the head's chain injects fresh noise at every step: MAR's DDPM chain always, the
+    DPM-Solver++ heads (dpm, sun) with sampler.head_solver=sde. Students are distilled on the
+    chain they sample with (core/sun/solver.py: coupled_noise)."""
+    return cfg.head == "ddpm" or cfg.head_solver == "sde"
+
+
 def build_head_sampler(model, cfg: SamplerConfig,
                        hook: Optional[HeadHook] = None) -> HeadSampler:
     """The head sampler sampler.head names, for `model` (once per sample_latents call).
@@ -106,7 +113,7 @@ def build_head_sampler(model, cfg: SamplerConfig,
     cfg first. `hook` (optional) sees every guided head call, see HookedHeadSampler.
     """
     clip_x0 = head_clip_x0(model, cfg)
-    stochastic = cfg.head_solver == "sde"
+    stochastic = stochastic_chain(cfg)
     if cfg.head == "sun":
         sampler = SUNHeadSampler(model.head, _sun_adapter(model, cfg), cfg.num_sampling_steps,
                                  clip_x0, stochastic)

@@ -94,6 +94,34 @@ def test_solver_converges_to_the_many_step_solution():
     assert not torch.allclose(sde(0), solver.solve(eps_fn, head, x_T, 4)[0])
 
 
+def test_coupled_noise_puts_teacher_and_student_on_one_brownian_path():
+    """SDE-DPM-Solver++ at 40 steps on the noise coupled to a 4-step run's noise: the fine
+    noises are i.i.d. N(0, 1), and for a denoiser whose x0 does not depend on x (where the
+    solver is exact) both runs meet at every coarse timestep; independent noise does not."""
+    head = VideoMAR(preset("tiny", width=32, depth=1, num_heads=2, head_width=32,
+                           head_depth=1), seed=0).head
+    g = torch.Generator().manual_seed(0)
+    fine = solver.coupled_noise(head, 40, 4, torch.randn(20000, 4, 2, generator=g), g)
+    assert fine.shape == (20000, 40, 2)
+    corr = torch.corrcoef(fine[:, :, 0].T)
+    assert (corr - torch.eye(40)).abs().max() < 0.04
+    assert (fine.std(dim=(0, 2)) - 1).abs().max() < 0.03
+    abar = solver.make_scheduler(head, 4).alphas_cumprod
+    x0 = torch.randn(1, 3, generator=g)
+
+    def eps_fn(x, t):  # the exact eps when the data is the point x0
+        a = abar[t].float()
+        return (x - a.sqrt() * x0) / (1 - a).sqrt()
+
+    x_T, coarse = torch.randn(6, 3, generator=g), torch.randn(6, 4, 3, generator=g)
+    _, student = solver.solve(eps_fn, head, x_T, 4, noise=solver.replay(coarse))
+    coupled = solver.coupled_noise(head, 40, 4, coarse, g)
+    for noise, close in ((coupled, True), (torch.randn(6, 40, 3, generator=g), False)):
+        _, teacher = solver.solve(eps_fn, head, x_T, 40, noise=solver.replay(noise))
+        gap = (student["after"] - teacher["after"][:, [9, 19, 29, 39]]).abs().max()
+        assert (gap < 2e-3) == close, gap
+
+
 def test_temperature_scales_x_T_and_seeds_are_deterministic():
     head = _head()
     adapter = head_adapter.SUNHeadAdapter(head.net, cfg_max=3.0)
@@ -112,7 +140,7 @@ def test_temperature_scales_x_T_and_seeds_are_deterministic():
         adapter.sample(head, z, z_u, cfg_scale=4.0, num_steps=4, generator=torch.Generator())
 
 
-def _setup(steps=4, pool=96, teacher_steps=40):
+def _setup(steps=4, pool=96, teacher_steps=40, solver_kind="sde"):
     model = VideoMAR(preset("tiny", width=32, depth=1, num_heads=2, head_width=32, head_depth=1,
                             num_sampling_steps=5), seed=0).eval()
     with torch.no_grad():  # a non-trivial head: randomise its zero-initialised output layers
@@ -120,14 +148,16 @@ def _setup(steps=4, pool=96, teacher_steps=40):
             if p.abs().sum() == 0:
                 p.normal_(0, 0.2)
     data = build_dataset(DataConfig(num_frames=3), "train", seed=0)
-    sampler = SamplerConfig(head="sun", num_sampling_steps=steps, cfg_scale=3.0, num_iter=2)
+    sampler = SamplerConfig(head="sun", num_sampling_steps=steps, cfg_scale=3.0, num_iter=2,
+                            head_solver=solver_kind)
     cfg = HeadDistillConfig(num_clips=2, pool_size=pool, teacher_sampling_steps=3,
                             teacher_steps=teacher_steps, steps=0, batch_cfg=32, batch_msc=16)
     return model, data, sampler, cfg
 
 
-def test_distillation_brings_the_4_step_student_to_the_teacher():
-    model, data, sampler, cfg = _setup()
+@pytest.mark.parametrize("solver_kind", ["sde", "ode"])
+def test_distillation_brings_the_4_step_student_to_the_teacher(solver_kind):
+    model, data, sampler, cfg = _setup(solver_kind=solver_kind)
     g = torch.Generator().manual_seed(0)
     clips = [(model.tokenizer.encode(b["video"][:, :1]), 3)
              for b in torch.utils.data.DataLoader(data, batch_size=2)][:1]
@@ -135,11 +165,15 @@ def test_distillation_brings_the_4_step_student_to_the_teacher():
                                      None, 4, g)
     assert pool["targets"].shape == (pool["z"].shape[0], 4, model.cfg.token_dim)
     assert torch.allclose(pool["targets"][:, -1], pool["final"])
-    # The targets are the teacher's ODE at the student's timesteps (749, 499, 249, 0): the same
-    # guided ODE solved in only 4 steps lands near each of them, far nearer than its spread.
+    # The targets are the teacher's states at the student's timesteps (749, 499, 249, 0), on
+    # the solver the student samples with (SDE: the Brownian path of the student's step noise):
+    # the same guided chain solved in only 4 steps lands near each, far nearer than its spread.
+    assert ("step_noise" in pool) == (solver_kind == "sde")
     teacher_fn = solver.guided_eps_fn(model.head, pool["z"], pool["z_uncond"], pool["guidance"])
+    rows = torch.arange(pool["z"].shape[0])
     with torch.no_grad():
-        _, coarse = solver.solve(teacher_fn, model.head, pool["noise"], 4)
+        _, coarse = solver.solve(teacher_fn, model.head, pool["noise"], 4,
+                                 noise=head_distill.rollout_noise(pool, rows))
     err = (coarse["after"] - pool["targets"]).pow(2).mean(dim=(0, 2))
     spread = pool["targets"].var(dim=0).mean(dim=-1)
     assert bool((err < 0.1 * spread).all()), (err, spread)
@@ -155,7 +189,8 @@ def test_distillation_brings_the_4_step_student_to_the_teacher():
     def gap(adapter):
         fn = adapter.eps_fn(model.head, pool["z"], pool["z_uncond"], pool["guidance"])
         with torch.no_grad():
-            out, _ = solver.solve(fn, model.head, pool["noise"], 4)
+            out, _ = solver.solve(fn, model.head, pool["noise"], 4,
+                                  noise=head_distill.rollout_noise(pool, rows))
         return (out - pool["final"]).pow(2).mean().item()
 
     assert gap(trained) < 0.8 * gap(before)

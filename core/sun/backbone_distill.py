@@ -30,15 +30,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.config import HeadDistillConfig, SamplerConfig
-from core.head_sampler import head_clip_x0
+from core.head_sampler import head_clip_x0, stochastic_chain
 from core.masks import mask_by_order, random_orders, reveal_schedule
 from core.sampler import guidance_at, sample_latents
 from core.sun import guided_student
 from core.sun.backbone_adapter import SUNBackboneAdapter, joint_context
 from core.sun.guided_student import GuidedStudent
 from core.sun.head_distill import (DISTILL_SEED_OFFSET, _tail_mean, check_grids,
-                                   conditioning_clips, guidance_range, teacher_sampler,
-                                   teacher_trajectories)
+                                   conditioning_clips, guidance_range, rollout_noise,
+                                   teacher_sampler, teacher_trajectories)
 from core.sun.optim import cosine_lr, log_progress, optimizer_step
 from core.sun.solver import solve
 
@@ -88,7 +88,7 @@ def teacher_states(model, clips: list, captions: list, sampler: SamplerConfig,
         z_c, z_u = z[:n, f][masked], z[n:, f][masked]
         w_tok = w[:, None].expand(n, per_frame)[masked][:, None]
         traj = teacher_trajectories(model.head, z_c, z_u, w_tok, cfg, clip_x0, student_steps,
-                                    generator)
+                                    generator, stochastic_chain(sampler))
         counts = masked.sum(1)
         pool.append({"frame": f, "tokens": tokens, "mask": mask, "masked": masked,
                      "captions": caps, "guidance": w, "rows": torch.cumsum(counts, 0) - counts,
@@ -161,7 +161,8 @@ def _train(head, opt: torch.optim.Optimizer, features: Callable[[dict, Tensor], 
 
             def eps_fn(x: Tensor, t: Tensor) -> Tensor:
                 return head.net(x, t, None, cond)[:, :head.token_dim].float()
-            _, rollout = solve(eps_fn, head, group["noise"][rows], student_steps, clip_x0)
+            _, rollout = solve(eps_fn, head, group["noise"][rows], student_steps, clip_x0,
+                               noise=rollout_noise(group, rows))
             loss_msc = F.mse_loss(rollout["after"], group["targets"][rows])
             loss = loss + cfg.lambda_msc * loss_msc
             curves["msc"].append(loss_msc.item())

@@ -21,11 +21,11 @@ from torch import Tensor
 
 from core.config import HeadDistillConfig, SamplerConfig
 from core.diffusion_head import DiffusionHead
-from core.head_sampler import head_clip_x0
+from core.head_sampler import head_clip_x0, stochastic_chain
 from core.sampler import sample_latents
 from core.sun.head_adapter import SUNHeadAdapter
 from core.sun.optim import cosine_lr, log_progress, optimizer_step
-from core.sun.solver import guided_eps_fn, make_scheduler, solve
+from core.sun.solver import coupled_noise, guided_eps_fn, make_scheduler, replay, solve
 
 DISTILL_SEED_OFFSET = 2_000_029  # keeps distillation draws apart from training/eval draws
 
@@ -89,7 +89,7 @@ def teacher_pool(model, clips: list, captions: list, sampler: SamplerConfig,
     device = next(model.head.parameters()).device
     w = 1.0 + (cfg_max - 1.0) * torch.rand(n, 1, generator=generator)
     pool = teacher_trajectories(model.head, z.to(device), z_u.to(device), w.to(device), cfg,
-                                clip_x0, student_steps, generator)
+                                clip_x0, student_steps, generator, stochastic_chain(sampler))
     return {"z": z.to(device), "z_uncond": z_u.to(device), "guidance": w.to(device), **pool,
             "num_recorded": len(records)}
 
@@ -97,16 +97,31 @@ def teacher_pool(model, clips: list, captions: list, sampler: SamplerConfig,
 @torch.no_grad()
 def teacher_trajectories(head: DiffusionHead, z: Tensor, z_u: Tensor, w: Tensor,
                          cfg: HeadDistillConfig, clip_x0: Optional[float],
-                         student_steps: Optional[int], generator: torch.Generator) -> dict:
-    """The frozen head's CFG ODE trajectories (cfg.teacher_steps) for conditions z, z_u (N, C)
-    at scales w (N, 1), from x_T drawn on the CPU `generator`: the states and eps of L_cfg and
-    the states after each student step (`targets`, N x student_steps x D) of L_msc; no targets
-    for student_steps=None (a student without a few-step solver)."""
+                         student_steps: Optional[int], generator: torch.Generator,
+                         stochastic: bool = False) -> dict:
+    """The frozen head's CFG trajectories (DPM-Solver++, cfg.teacher_steps) for conditions z,
+    z_u (N, C) at scales w (N, 1), from x_T drawn on the CPU `generator`: the states and eps of
+    L_cfg and the states after each student step (`targets`, N x student_steps x D) of L_msc; no
+    targets for student_steps=None (a student without a few-step solver).
+
+    stochastic=True (a student that samples with a stochastic chain, head_sampler.
+    stochastic_chain): the teacher runs SDE-DPM-Solver++ on the Brownian path of the student's
+    per-step noise (`step_noise`, N x student_steps x D; solver.coupled_noise), which the
+    student's MSC rollout replays; else both run the ODE solver from the same x_T."""
     x_T = torch.randn(z.shape[0], head.token_dim, generator=generator).to(z.device)
+    noise, extra = None, {}
+    if stochastic:
+        steps = student_steps or cfg.teacher_steps  # no student grid: i.i.d. teacher noise
+        coarse = torch.randn(z.shape[0], steps, head.token_dim, generator=generator)
+        fine = (coupled_noise(head, cfg.teacher_steps, steps, coarse, generator)
+                if student_steps else coarse)
+        noise = replay(fine.to(z.device))
+        if student_steps:
+            extra["step_noise"] = coarse.to(z.device)
     final, traj = solve(guided_eps_fn(head, z, z_u, w), head, x_T, cfg.teacher_steps, clip_x0,
-                        record=True)
+                        record=True, noise=noise)
     pool = {"noise": x_T, "final": final, "timesteps": traj["timesteps"],
-            "states": traj["states"], "eps": traj["eps"]}
+            "states": traj["states"], "eps": traj["eps"], **extra}
     if student_steps is None:
         return pool
     student_t = make_scheduler(head, student_steps).timesteps
@@ -114,6 +129,12 @@ def teacher_trajectories(head: DiffusionHead, z: Tensor, z_u: Tensor, w: Tensor,
     # The teacher's state after each student step: at the student's next timestep, then x_0.
     index = [teacher_t.tolist().index(int(t)) for t in student_t[1:]]
     return {**pool, "targets": torch.cat([traj["states"][:, index], final[:, None]], dim=1)}
+
+
+def rollout_noise(pool: dict, rows: Tensor):
+    """The `noise` of a student's MSC rollout for pool rows `rows`: the per-step noise the
+    stochastic teacher's path was coupled to, or None (ODE)."""
+    return replay(pool["step_noise"][rows]) if "step_noise" in pool else None
 
 
 def conditioning_clips(model, dataset, num_clips: int, batch_size: int = 8):
@@ -165,7 +186,8 @@ def distill(model, pool: dict, cfg: HeadDistillConfig, cfg_max: float, student_s
                 j = torch.randint(n, (cfg.batch_msc,), generator=generator).to(device)
                 eps_fn = adapter.eps_fn(head, pool["z"][j], pool["z_uncond"][j],
                                         pool["guidance"][j])
-                _, rollout = solve(eps_fn, head, pool["noise"][j], student_steps, clip_x0)
+                _, rollout = solve(eps_fn, head, pool["noise"][j], student_steps, clip_x0,
+                                   noise=rollout_noise(pool, j))
                 loss_msc = F.mse_loss(rollout["after"], pool["targets"][j])
                 loss = loss + cfg.lambda_msc * loss_msc
                 curves["msc"].append(loss_msc.item())

@@ -79,6 +79,53 @@ def solve(eps_fn: Callable[[Tensor, Tensor], Tensor], head: DiffusionHead, x_T: 
     return x, traj
 
 
+def _noise_gains(head: DiffusionHead, num_steps: int) -> tuple[Tensor, Tensor]:
+    """Per step i of the SDE solver at `num_steps`: (carry_i, gain_i), the factors of
+    x_{i+1} = carry_i x_i + (x0 terms) + gain_i xi_i in diffusers' sde-dpmsolver++ update."""
+    scheduler = make_scheduler(head, num_steps, stochastic=True)
+    alpha, sigma = scheduler._sigma_to_alpha_sigma_t(scheduler.sigmas.double())
+    ratio = scheduler.sigmas[1:].double() / scheduler.sigmas[:-1].double()  # exp(-h)
+    carry = sigma[1:] / sigma[:-1] * ratio
+    gain = sigma[1:] * (1 - ratio.square()).sqrt()
+    return carry, gain
+
+
+def coupled_noise(head: DiffusionHead, fine_steps: int, coarse_steps: int, coarse: Tensor,
+                  generator: torch.Generator) -> Tensor:
+    """The fine solver's per-step noise (N, fine_steps, D) on the Brownian path of the coarse
+    solver's noise `coarse` (N, coarse_steps, D): SDE-DPM-Solver++'s noise enters linearly, so
+    over each coarse step the fine steps' noise, carried to the step's end, adds up to
+    sum_i a_i xi_i with sum_i a_i^2 = the coarse gain^2 (the carries telescope). The fine noises
+    are drawn i.i.d. N(0, 1) conditioned on sum_i a_i xi_i = gain_coarse * xi_coarse, so the
+    teacher at `fine_steps` and a student at `coarse_steps` see the same path, and a student
+    matching the teacher's states there is consistent on the stochastic solver it samples with.
+    The coarse grid must lie on the fine one (head_distill.check_grids)."""
+    fine_t = make_scheduler(head, fine_steps).timesteps.tolist()
+    bounds = [fine_t.index(int(t)) for t in make_scheduler(head, coarse_steps).timesteps]
+    bounds.append(fine_steps)
+    carry, gain = _noise_gains(head, fine_steps)
+    _, coarse_gain = _noise_gains(head, coarse_steps)
+    n, _, dim = coarse.shape
+    free = torch.randn(n, fine_steps, dim, generator=generator, dtype=torch.float64)
+    out = free.clone()
+    for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        a = torch.stack([gain[i] * carry[i + 1:hi].prod() for i in range(lo, hi)])  # (m,)
+        norm = a.square().sum()
+        if float(coarse_gain[k]) == 0.0 or float(norm) == 0.0:
+            continue  # no noise reaches the step's end (the last step, to sigma 0): i.i.d.
+        part = free[:, lo:hi]  # xi = (a/|a|) xi_c + (I - a a^T/|a|^2) eta
+        along = (part * a[:, None]).sum(1, keepdim=True) / norm  # (N, 1, D)
+        out[:, lo:hi] = (a[:, None] / norm.sqrt()) * coarse[:, k:k + 1].double() + part \
+            - a[:, None] * along
+    return out.to(coarse.dtype)
+
+
+def replay(noises: Tensor) -> Callable[[], Tensor]:
+    """A `noise` function for `solve` that returns noises[:, 0], noises[:, 1], ... in turn."""
+    steps = iter(noises.unbind(1))
+    return lambda: next(steps)
+
+
 def guided_eps_fn(head: DiffusionHead, z: Tensor, z_uncond: Tensor, guidance: Tensor):
     """The frozen head's guided eps: eps_u + w (eps_c - eps_u), one batched pass on 2N rows.
 

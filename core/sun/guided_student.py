@@ -128,8 +128,8 @@ class GuidedStudent(nn.Module):
 def new_student(model, cfg_max: float, negative_prompt: Optional[str] = None):
     """A trainable copy of `model` with a fresh (zero) w embedding installed: (copy, embedding).
     `model` itself is left untouched."""
-    remove(model)  # an installed student of `model` must not follow it into the copy
     student = copy.deepcopy(model)
+    remove(student)  # a w embedding `model` may carry is not the new student's
     embedding = GuidedStudent(student, cfg_max, negative_prompt).to(student.mask_token.device)
     install(student, embedding)
     return student, embedding

@@ -354,19 +354,214 @@ def test_table_aggregates_seeds_and_decides_claims_from_numbers():
 
     rows = [_row("base", "teacher25_cfg", s, speedup=1.0, psnr_vs_ref=100.0, neg_hit=0.1)
             for s in (0, 1)]
-    rows += [_row("base", "teacher4_cfg", s, psnr_vs_ref=20.0) for s in (0, 1)]
-    rows += [_row("base", "sun", 0, speedup=11.0, psnr_vs_ref=24.0, neg_hit=0.1, neg_hit_empty=0.3),
-             _row("base", "sun", 1, speedup=13.0, psnr_vs_ref=22.0, neg_hit=0.2, neg_hit_empty=0.3)]
+    rows += [_row("base", "teacher4_cfg", s, nfe=8, psnr_vs_ref=20.0) for s in (0, 1)]
+    rows += [_row("base", "teacher2_cfg", s, nfe=4, psnr_vs_ref=v)
+             for s, v in ((0, 18.0), (1, 16.0))]
+    rows += [_row("base", "sun", 0, nfe=4, speedup=11.0, psnr_vs_ref=24.0, neg_hit=0.1,
+                  neg_hit_empty=0.3),
+             _row("base", "sun", 1, nfe=4, speedup=13.0, psnr_vs_ref=22.0, neg_hit=0.2,
+                  neg_hit_empty=0.3)]
     rows.append({"status": "failed", "domain": "base", "method": "sun", "seed": 2,
                  "metrics": {}, "error": "boom"})
     md = bench.render_markdown(rows, "header")
-    assert "| base | sun | n/a | n/a | 12.0x ± 1.4x | 23.00 ± 1.41 |" in md
-    assert "holds (12.0x)" in md and "SUN is closer" in md
-    assert "0.150 of SUN samples vs 0.300" in md and "1 failed row(s)" in md
-    rows[4]["metrics"]["speedup"] = rows[5]["metrics"]["speedup"] = 5.0
+    assert "| base | sun | 4 ± 0 | n/a | 12.0x ± 1.4x | 23.00 ± 1.41 |" in md
+    assert "holds (12.0x)" in md and "1 failed row(s)" in md
+    # sun - teacher2_cfg = +6, +6 (no spread): holds; sun - teacher4_cfg = +4, +2: straddles 0
+    assert ("- Fidelity at equal cost: SUN (`sun`, 4 NFE) is closer to the 25-step CFG output "
+            "(PSNR, same noise) than the teacher's CFG at the same cost (`teacher2_cfg`, 4 NFE): "
+            "holds — 23.00 vs 17.00 dB (diff +6.0 [+6.0, +6.0], p < 0.001, paired over 2 "
+            "seeds). Context: the teacher's 4-step CFG at twice the cost (`teacher4_cfg`, 8 NFE) "
+            "20.00 dB; SUN minus it: diff +3 [-10, +16], p = 0.2, paired over 2 seeds.") in md
+    assert "0.150 of SUN samples with the negative prompt vs 0.300 with an empty one" in md
+    assert "`teacher2_cfg` teacher, 2 steps, CFG" in md and "sun_retrained" not in md
+    rows[6]["metrics"]["speedup"] = rows[7]["metrics"]["speedup"] = 5.0
     assert "does not hold (5.0x)" in bench.render_markdown(rows, "header")
     assert r"12.0x $\pm$ 1.4x" not in bench.render_latex(rows, "h")  # speedups changed above
     assert r"$\pm$" in bench.render_latex(rows, "h")
+
+
+SEEDS = (0, 1, 2)
+
+
+def _psnr_rows(domain, method, values, nfe=4):
+    return [_row(domain, method, s, nfe=nfe, psnr_vs_ref=v) for s, v in zip(SEEDS, values)]
+
+
+def _claim(lines, start):
+    found = [line for line in lines if line.startswith(start)]
+    assert len(found) == 1, (start, lines)
+    return found[0]
+
+
+def test_compare_is_a_paired_test_across_seeds():
+    from bench import sun as bench
+
+    rows = (_psnr_rows("base", "a", [20.0, 21.0, 22.0])
+            + _psnr_rows("base", "up", [21.0, 21.9, 23.1])
+            + _psnr_rows("base", "down", [19.0, 20.1, 20.9])
+            + _psnr_rows("base", "noisy", [19.0, 22.5, 21.0])
+            + [_row("base", "one", 0, psnr_vs_ref=25.0)])
+    values = bench.by_seed(rows)
+    c = bench.compare(values, ("base", "up"), ("base", "a"), "psnr_vs_ref")
+    assert c.verdict == "holds" and c.a == pytest.approx(22.0) and c.b == pytest.approx(21.0)
+    assert c.evidence.endswith("paired over 3 seeds") and c.said() == "holds"
+    down = bench.compare(values, ("base", "down"), ("base", "a"), "psnr_vs_ref")
+    assert down.verdict == "does not hold"
+    # lower is better flips the direction
+    assert bench.compare(values, ("base", "down"), ("base", "a"), "psnr_vs_ref",
+                         lower_is_better=True).verdict == "holds"
+    # noisy - a = -1, +1.5, -1: mean > 0 would "win" on means, the interval straddles 0
+    straddle = bench.compare(values, ("base", "noisy"), ("base", "a"), "psnr_vs_ref")
+    assert straddle.verdict == "inconclusive" and straddle.a < straddle.b
+    assert straddle.said() == "inconclusive (the 95 % interval of the difference straddles 0)"
+    one = bench.compare(values, ("base", "one"), ("base", "a"), "psnr_vs_ref")
+    assert one.verdict == "holds" and one.evidence == "diff +5.0, no test, 1 seed"
+    assert bench.compare(values, ("base", "a"), ("style", "a"), "psnr_vs_ref") is None
+
+
+def _full_rows(sun_base, t2_base, sun_style, t2_style, retrained, no_msc, no_attn_norm):
+    rows = _psnr_rows("base", "teacher25_cfg", [100.0] * 3, nfe=50)
+    rows += _psnr_rows("base", "teacher4_cfg", [25.0, 25.0, 25.0], nfe=8)
+    rows += _psnr_rows("base", "teacher2_cfg", t2_base)
+    rows += _psnr_rows("base", "sun", sun_base)
+    rows += _psnr_rows("base", "sun_no_msc", no_msc)
+    rows += _psnr_rows("base", "sun_no_attn_norm", no_attn_norm)
+    rows += _psnr_rows("style", "teacher4_cfg", [25.0, 25.0, 25.0], nfe=8)
+    rows += _psnr_rows("style", "teacher2_cfg", t2_style)
+    rows += _psnr_rows("style", "sun", sun_style)
+    rows += _psnr_rows("style", "sun_no_msc", no_msc)
+    rows += _psnr_rows("style", "sun_no_attn_norm", sun_style)  # identical: zero difference
+    rows += _psnr_rows("style", "sun_retrained", retrained)
+    return rows
+
+
+def test_claims_decide_each_comparison_by_a_paired_test():
+    from bench import sun as bench
+
+    lines = bench.claims(_full_rows(
+        sun_base=[24.0, 25.0, 26.0], t2_base=[22.0, 23.1, 23.9],  # +2.0, +1.9, +2.1: holds
+        sun_style=[22.0, 23.0, 24.0], t2_style=[23.0, 22.0, 24.5],  # -1, +1, -0.5: straddles
+        retrained=[24.0, 24.0, 26.0], no_msc=[23.0, 24.1, 24.9], no_attn_norm=[24.5, 25.6, 26.4]))
+    assert _claim(lines, "- Fidelity at equal cost:").count(": holds — 25.00 vs 23.00 dB (diff "
+                                                             "+2.00 [+1.75, +2.25], p < 0.001") == 1
+    plugin = _claim(lines, "- Plug-in to the fine-tuned model without retraining:")
+    assert "(`teacher2_cfg`, 4 NFE): inconclusive (the 95 % interval of the difference straddles " \
+           "0) — 23.00 vs 23.17 dB" in plugin
+    assert "Against the upper bound `sun_retrained` (trained on the fine-tune's own " \
+           "trajectories, 24.67 dB), the base-trained file keeps -11 % of its PSNR gain over " \
+           "`teacher2_cfg` (base-trained minus retrained: diff -1.7" in plugin
+    assert "Context: the fine-tune's own 4-step CFG at twice the cost (`teacher4_cfg`, 8 NFE) " \
+           "25.00 dB; the base-trained SUN minus it:" in plugin
+    assert _claim(lines, "- The MSC loss helps (base):").startswith(
+        "- The MSC loss helps (base): holds — PSNR 25.00 dB with vs 24.00 dB without "
+        "(`sun_no_msc`; diff +1.0")
+    assert ": does not hold — PSNR 25.00 dB with vs 25.50 dB without (`sun_no_attn_norm`" in \
+        _claim(lines, "- Attention normalisation helps (base):")
+    assert ": does not hold — PSNR 23.00 dB with vs 24.00 dB without" in _claim(
+        lines, "- The MSC loss helps (style: the base-trained files on the fine-tune):")
+    assert _claim(lines, "- Attention normalisation helps (style: the base-trained files on the "
+                  "fine-tune):").count(": inconclusive (the difference is 0 on every seed) — "
+                                       "PSNR 23.00 dB with vs 23.00 dB") == 1
+
+    # the plug-in holds on the equal-cost baseline, and the retrained bound gains nothing
+    lines = bench.claims(_full_rows(
+        sun_base=[24.0, 25.0, 26.0], t2_base=[22.0, 23.1, 23.9], sun_style=[24.0, 24.5, 25.0],
+        t2_style=[22.0, 22.4, 23.1], retrained=[21.0, 22.0, 23.0], no_msc=[23.0, 24.1, 24.9],
+        no_attn_norm=[24.5, 25.6, 26.4]))
+    plugin = _claim(lines, "- Plug-in to the fine-tuned model without retraining:")
+    assert "(`teacher2_cfg`, 4 NFE): holds — 24.50 vs 22.50 dB" in plugin
+    assert ("Upper bound `sun_retrained` (trained on the fine-tune's own trajectories) 22.00 dB "
+            "gains nothing over `teacher2_cfg` (22.50 dB), so no share of its gain is given"
+            ) in plugin
+    lines = bench.claims(_full_rows(
+        sun_base=[24.0, 25.0, 26.0], t2_base=[22.0, 23.1, 23.9], sun_style=[24.0, 24.5, 25.0],
+        t2_style=[22.0, 22.4, 23.1], retrained=[26.0, 26.6, 27.0], no_msc=[23.0, 24.1, 24.9],
+        no_attn_norm=[24.5, 25.6, 26.4]))
+    plugin = _claim(lines, "- Plug-in to the fine-tuned model without retraining:")
+    assert "keeps 50 % of its PSNR gain" in plugin  # (24.5 - 22.5) / (26.53 - 22.5)
+    assert "base-trained minus retrained: diff -2.0" in plugin
+
+
+def test_claims_render_rows_from_before_the_equal_cost_baseline():
+    from bench import sun as bench
+
+    rows = [r for r in _full_rows([24.0, 25.0, 26.0], [22.0, 23.1, 23.9], [22.0, 23.0, 24.0],
+                                  [23.0, 22.0, 24.5], [24.0, 24.0, 26.0], [23.0, 24.1, 24.9],
+                                  [24.5, 25.6, 26.4])
+            if r["method"] not in ("teacher2_cfg", "sun_retrained")]
+    md = bench.render_markdown(rows, "header")
+    assert ("- Fidelity at equal cost: not computed (no `teacher2_cfg` rows: these rows predate "
+            "the equal-cost baseline). Context: the teacher's 4-step CFG") in md
+    assert "- Plug-in to the fine-tuned model without retraining: not computed" in md
+    assert "teacher2_cfg` teacher" not in md and "sun_retrained" not in md
+
+
+def test_equal_cost_baseline_has_suns_nfe_and_derives_its_steps_from_the_config():
+    from bench import sun as bench
+    from core.sun.config import SunConfig
+
+    for cfg in (SunConfig(), SunConfig.quick()):
+        for domain in bench.DOMAINS:
+            methods = bench.domain_methods(cfg, domain)
+            assert methods["teacher2_cfg"].nfe == methods["sun"].nfe == 4
+            assert methods["teacher2_cfg"].steps == cfg.equal_cost_steps == 2
+            assert methods["teacher4_cfg"].nfe == 8 and methods["teacher25_cfg"].nfe == 50
+            assert methods["teacher4_nocfg"].nfe == 4
+    six = SunConfig.quick(distill=sun_distill.DistillConfig(student_steps=6))
+    assert six.equal_cost_steps == 3
+    assert bench.domain_methods(six, "base")["teacher2_cfg"].nfe == 6
+    for odd in (1, 3):
+        with pytest.raises(ValueError, match="must be an integer >= 1"):
+            SunConfig.quick(distill=sun_distill.DistillConfig(student_steps=odd))
+
+
+def test_style_domain_runs_every_base_trained_variant_and_the_retrained_adapter():
+    from bench import sun as bench
+    from core.sun.config import VARIANTS, SunConfig
+
+    cfg = SunConfig.quick()
+    base, style = bench.domain_methods(cfg, "base"), bench.domain_methods(cfg, "style")
+    teachers = ["teacher25_cfg", "teacher4_cfg", "teacher2_cfg", "teacher4_nocfg"]
+    assert list(base) == teachers + list(VARIANTS)
+    assert list(style) == teachers + list(VARIANTS) + ["sun_retrained"]
+    assert {name: m.adapter for name, m in style.items() if m.kind == "sun"} == {
+        **{v: v for v in VARIANTS}, "sun_retrained": "sun_retrained"}
+    assert set(bench.METHOD_NOTES) >= set(style)
+    with pytest.raises(ValueError, match="domain"):
+        bench.domain_methods(cfg, "anime")
+
+
+def test_retrained_adapter_is_trained_on_the_style_teachers_own_trajectories(parts, tmp_path,
+                                                                            monkeypatch):
+    from bench import sun as bench
+    from core.sun.config import SunConfig
+
+    unet, encoder = parts
+    style = copy.deepcopy(unet)
+    calls = []
+
+    def fake_cache(teacher, enc, combos, dcfg, g):
+        calls.append(("cache", teacher, g.initial_seed()))
+        return {}
+
+    def fake_train(teacher, adapter, enc, cache, dcfg, g, log):
+        calls.append(("train", teacher, dcfg, g.initial_seed()))
+
+    monkeypatch.setattr(bench.sun_distill, "build_trajectory_cache", fake_cache)
+    monkeypatch.setattr(bench.sun_distill, "train_adapter", fake_train)
+    cfg = SunConfig.quick()
+    paths = bench.train_adapters(cfg, {"unet": unet, "style": style, "encoder": encoder}, 3,
+                                 tmp_path)
+    assert list(paths) == list(cfg.variants) + ["sun_retrained"]
+    assert all(p.exists() for p in paths.values())
+    caches = [c for c in calls if c[0] == "cache"]
+    assert [(c[1], c[2]) for c in caches] == [(unet, 1003), (style, 1003)]  # same pool per seed
+    trains = [c for c in calls if c[0] == "train"]
+    assert [t[1] for t in trains] == [unet] * len(cfg.variants) + [style]
+    assert trains[-1][2] == trains[0][2] == cfg.distill  # sun_retrained: the `sun` DistillConfig
+    assert {t[3] for t in trains} == {2003}
+    assert not any(isinstance(p, SUNAttnProcessor) for m in (unet, style)
+                   for p in m.attn_processors.values())
 
 
 def test_speedup_claim_uses_pooled_per_round_intervals_at_every_thread_count():
@@ -421,8 +616,20 @@ def test_quick_bench_end_to_end(tmp_path):
         capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
-    assert summary["ok"] and summary["rows"] == 10
+    assert summary["ok"] and summary["rows"] == 15
     rows = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
     assert {r["kind"] for r in rows} == {"sun"} and {r["table"] for r in rows} == {"sun"}
-    assert (tmp_path / "sun.md").read_text().count("| base |") == 12  # metrics + wall-clock
+    teachers = ["teacher25_cfg", "teacher4_cfg", "teacher2_cfg", "teacher4_nocfg"]
+    variants = ["sun", "sun_no_msc", "sun_no_attn_norm"]
+    for domain, extra in (("base", []), ("style", ["sun_retrained"])):
+        mine = [r for r in rows if r["domain"] == domain]
+        assert [r["method"] for r in mine] == teachers + variants + extra
+        nfe = {r["method"]: r["metrics"]["nfe"] for r in mine}
+        assert nfe["teacher2_cfg"] == nfe["sun"] == 4
+        assert all("speedup_t1_rounds" in r["metrics"] for r in mine)  # every method timed
+    md = (tmp_path / "sun.md").read_text()
+    assert md.count("| base |") == 14 and md.count("| style |") == 16  # metrics + wall-clock
+    for start in ("- Fidelity at equal cost: SUN", "- Plug-in to the fine-tuned model without "
+                  "retraining: the base-trained", "- The MSC loss helps (style"):
+        assert start in md
     assert (tmp_path / "sun.tex").exists()

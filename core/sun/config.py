@@ -2,6 +2,10 @@
 
 `SunConfig()` is the full testbed (about 30 min on 2 CPU cores); `SunConfig.quick()` shrinks
 every size for tests and development (a couple of minutes) without changing the pipeline.
+
+Cost is counted in UNet evaluations (NFE): a CFG step takes CFG_PASSES (positive and negative),
+a SUN step SUN_PASSES (one pass on [positive | negative]). The equal-cost baseline is the teacher
+with CFG at `equal_cost_steps` = student_steps x SUN_PASSES / CFG_PASSES steps (2 for SUN's 4).
 """
 
 from __future__ import annotations
@@ -10,6 +14,9 @@ from dataclasses import dataclass, field
 
 from core.sun.distill import DistillConfig
 from core.sun.teacher import TeacherConfig
+
+CFG_PASSES = 2  # UNet evaluations per CFG step: positive and negative prompt
+SUN_PASSES = 1  # UNet evaluations per SUN step: one pass on the joint context
 
 # Adapter variants trained per seed: name -> DistillConfig overrides (the paper's ablations).
 VARIANTS = {
@@ -43,6 +50,19 @@ class SunConfig:
         if self.num_prompt < 8 or self.num_negative < 4:
             raise ValueError("num_prompt >= 8 and num_negative >= 4 (Frechet distances and "
                              "rates need samples)")
+        _ = self.equal_cost_steps  # an odd student_steps fails here, not after the teacher trained
+
+    @property
+    def equal_cost_steps(self) -> int:
+        """DPM-Solver++ steps of the teacher with CFG at SUN's cost in UNet evaluations."""
+        cost = self.distill.student_steps * SUN_PASSES
+        if cost % CFG_PASSES or cost < CFG_PASSES:
+            raise ValueError(
+                f"distill.student_steps={self.distill.student_steps}: the equal-cost CFG baseline "
+                f"takes student_steps x {SUN_PASSES} pass / {CFG_PASSES} passes per CFG step = "
+                f"{cost / CFG_PASSES:g} steps, which must be an integer >= 1 (use an even "
+                "student_steps)")
+        return cost // CFG_PASSES
 
     @classmethod
     def quick(cls, **overrides) -> "SunConfig":

@@ -161,6 +161,49 @@ def test_readings_pair_by_seed_and_skip_missing_arms_and_tables_without_claim():
                                          "temperature", "sampler", "window", "sun_head"}
 
 
+def test_targets_met_not_met_inconclusive_from_seed_intervals():
+    """sun_head's targets: speedup (sample_time_s against ddpm100_cfg, same seed) >= 8, spread
+    ratio >= 0.9, dynamic degree within 2 sd of the teacher's; each from the 95 % interval."""
+    rows = []
+    teacher = {"time": [100.0, 110.0, 90.0], "spread": [0.50, 0.52, 0.48],
+               "dyn": [0.60, 0.62, 0.58]}
+    arms = {"sunbb_dpm4": {"time": [10.0, 11.0, 9.5], "spread": [0.30, 0.33, 0.29],
+                           "dyn": [0.61, 0.60, 0.59]},
+            "gd_dpm4": {"time": [12.0, 14.5, 15.0], "spread": [0.40, 0.52, 0.49],
+                        "dyn": [0.40, 0.41, 0.42]}}
+    for seed in range(3):
+        for arm, v in {"ddpm100_cfg": teacher, **arms}.items():
+            rows.append(_row("sun_head", arm, seed, _metrics(
+                0.03, sample_time_s=v["time"][seed], sample_spread=v["spread"][seed],
+                syn_dynamic_degree=v["dyn"][seed])))
+    lines = [r for r in mt.summarize("sun_head", rows).readings if r.startswith("Target")]
+    assert len(lines) == 6 and all(line.endswith("3 seeds.") for line in lines)
+    verdict = {(line.split("(")[1].split(":")[0], line.split("; ")[1].split(" ")[0]):
+               line.split("): ")[1].split(" — ")[0] for line in lines}
+    assert verdict == {
+        ("sunbb_dpm4", "sampling_speedup"): "met",  # 10.0, 10.0, 9.47: interval above 8
+        ("gd_dpm4", "sampling_speedup"): "inconclusive",  # 8.3, 7.6, 6.0: straddles 8
+        ("sunbb_dpm4", "sample_spread"): "not met",  # 0.6-0.63 of the teacher's
+        ("gd_dpm4", "sample_spread"): "inconclusive",
+        ("sunbb_dpm4", "syn_dynamic_degree"): "inconclusive",  # close, but 3 seeds are wide
+        ("gd_dpm4", "syn_dynamic_degree"): "not met"}  # 0.2 below, the margin is 2 x 0.02
+    assert "mean 9.82 [9.07, 10.58]" in lines[0] and "margin +-0.04" in lines[-1]
+    missing = mt.summarize("sun_head", [r for r in rows if r["variant"] != "gd_dpm4"])
+    assert any("gd_dpm4" in r and "not computed" in r for r in missing.readings)
+
+
+def test_target_blocks_are_checked():
+    block = {"arms": ["a"], "metric": "m", "text": "t"}
+    assert spec.parse("x", {"variant": "v", "targets": [{**block, "at_least": 8}]},
+                      "x.yaml").targets == (spec.Target("a", "m", "at_least", 8.0, "t"),)
+    with pytest.raises(ValueError, match="exactly one rule"):
+        spec.parse("x", {"variant": "v", "targets": [block]}, "x.yaml")
+    with pytest.raises(ValueError, match="add `reference`"):
+        spec.parse("x", {"variant": "v", "targets": [{**block, "within_noise": 2}]}, "x.yaml")
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['at_most'\]"):
+        spec.parse("x", {"variant": "v", "targets": [{**block, "at_most": 2}]}, "x.yaml")
+
+
 def test_derived_metric_readings_temperature_and_rope():
     rows = []
     for seed in range(3):

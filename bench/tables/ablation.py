@@ -94,6 +94,11 @@ def summarize(name: str, rows: list[dict], only: list[str] | None = None, *,
         readings = claims_mod.readings(name, {label: _per_seed(runs, primary)
                                               for label, runs in labelled},
                                        _per_seed(copy_rows, primary), {name: claim})
+    if spec.targets:
+        wanted = {t.metric for t in spec.targets}
+        per_arm = {label: _per_seed(runs, lambda r: {m: value(r, m) for m in wanted})
+                   for label, runs in labelled}
+        readings += [claims_mod.target_line(t, per_arm) for t in spec.targets]
     failed = sorted((r for r in rows + copy_failed if r.get("status") != "ok"),
                     key=lambda r: str(r.get("run_id")))
     blocks = [("synthetic VBench-I2V-style metrics (core/metrics/synthetic.py; in [0, 1], "

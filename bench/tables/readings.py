@@ -13,9 +13,10 @@ not learned the task, and the reading is then about models that have not learned
 from __future__ import annotations
 
 import math
+import statistics
 
 from bench.tables import spec
-from bench.tables.spec import Claim
+from bench.tables.spec import Claim, Target
 from bench.tables.stats import Paired, paired_test
 
 
@@ -125,3 +126,44 @@ def readings(table: str, arms: dict[str, dict[str, dict]], baseline: dict[str, d
                      "conditioning frame repeated): the reading compares models that have not "
                      "learned the task.")
     return lines
+
+
+def _interval(values: list[float]) -> Paired:
+    """Mean of `values` with its 95 % t-interval (a one-sample test against 0)."""
+    return paired_test(values, [0.0] * len(values))
+
+
+def target_line(target: Target, arms: dict[str, dict[str, dict]]) -> str:
+    """ "Target (sunbb_dpm4, sampling_speedup >= 8): met — mean 10.1 [9.2, 11.0], 3 seeds."
+
+    met / not met / inconclusive from the 95 % t-interval over seeds: at_least and
+    ratio_at_least are met when the interval lies above the bound and not met when it lies
+    below; within_noise is met when the interval of the paired difference lies inside +- bound
+    standard deviations of the reference's values over seeds, and not met when it lies outside.
+    """
+    t = target
+    rule = {"at_least": f"{t.metric} >= {t.bound:g}",
+            "ratio_at_least": f"{t.metric} / {t.reference}'s >= {t.bound:g}",
+            "within_noise": f"{t.metric} within {t.bound:g} sd of {t.reference}'s over seeds"}
+    head = f"Target ({t.arm}: {t.text}; {rule[t.rule]})"
+    own = arms.get(t.arm, {}).get(t.metric, {})
+    ref = arms.get(t.reference, {}).get(t.metric, {}) if t.reference else {}
+    seeds = sorted(set(own) & set(ref), key=str) if t.reference else sorted(own, key=str)
+    if not seeds:
+        return f"{head}: not computed — no seed has {t.metric} for {t.arm}" + (
+            f" and {t.reference}." if t.reference else ".")
+    if t.rule == "within_noise":
+        r = paired_test([own[s] for s in seeds], [ref[s] for s in seeds])
+        margin = t.bound * statistics.stdev(ref[s] for s in seeds) if len(seeds) > 1 else math.nan
+        inside, outside = (r.lo >= -margin and r.hi <= margin), (r.lo > margin or r.hi < -margin)
+        detail = f"{describe(r)}, margin +-{margin:.3g}"
+    else:
+        values = [own[s] / ref[s] if t.reference else own[s] for s in seeds]
+        r = _interval(values)
+        inside, outside = r.lo >= t.bound, r.hi < t.bound
+        d = _decimals((r.hi - r.lo) / 2 or r.mean)
+        detail = (f"mean {r.mean:.{d}f} [{r.lo:.{d}f}, {r.hi:.{d}f}]" if r.n > 1
+                  else f"{r.mean:.3g}, no test")
+    word = ("inconclusive" if r.n < 2 or math.isnan(r.lo) else
+            "met" if inside else "not met" if outside else "inconclusive")
+    return f"{head}: {word} — {detail}, {_seeds(r.n)}."

@@ -17,6 +17,14 @@ no Hydra). Every key but `variant` is optional:
         metrics: [mse_mean, dist_energy]  # row metrics or make tables' derived metrics
         lower_is_better: true
         text: temporal causality beats full attention
+      targets:               # pass/fail targets, each decided from per-seed values (readings.py)
+        - {arms: [a, b], metric: sampling_speedup, at_least: 8, text: ">= 8x faster"}
+        - {arms: [a], reference: r, metric: sample_spread, ratio_at_least: 0.9, text: ...}
+        - {arms: [a], reference: r, metric: syn_dynamic_degree, within_noise: 2, text: ...}
+
+A target's rule is one of: at_least (the arm's per-seed values), ratio_at_least (the per-seed
+ratio arm / reference) and within_noise (the per-seed difference arm - reference against
++- that many standard deviations of the reference's values over seeds).
 """
 
 from __future__ import annotations
@@ -41,6 +49,20 @@ class Claim(NamedTuple):
     text: str  # the claim in words
 
 
+class Target(NamedTuple):
+    arm: str  # the line the target is about
+    metric: str
+    rule: str  # one of TARGET_RULES
+    bound: float  # the threshold (within_noise: the multiple of the reference's seed std)
+    text: str
+    reference: str | None = None  # ratio_at_least, within_noise: the line compared with
+
+
+TARGET_RULES = ("at_least", "ratio_at_least", "within_noise")
+TARGET_KEYS = {"arms": list, "metric": str, "text": str, "reference": str,
+               **{rule: (int, float) for rule in TARGET_RULES}}
+
+
 @dataclass(frozen=True)
 class TableSpec:
     name: str
@@ -52,10 +74,11 @@ class TableSpec:
     per_run: bool = False
     samples: dict[str, str] = field(default_factory=dict)
     claim: Claim | None = None
+    targets: tuple[Target, ...] = ()
 
 
 KEYS = {"variant": str, "baseline": str, "paired": str, "drift": bool, "factor": str,
-        "per_run": bool, "samples": dict, "claim": dict}
+        "per_run": bool, "samples": dict, "claim": dict, "targets": list}
 CLAIM_KEYS = {"arm": str, "reference": str, "metrics": list, "lower_is_better": bool, "text": str}
 
 
@@ -87,7 +110,27 @@ def parse(name: str, block, where: str) -> TableSpec:
                               claim["lower_is_better"], claim["text"])
     if "samples" in spec:
         spec["samples"] = {str(k): str(v) for k, v in spec["samples"].items()}
+    if "targets" in spec:
+        spec["targets"] = tuple(t for i, block in enumerate(spec["targets"])
+                                for t in _targets(block, f"{where} {BLOCK}.targets[{i}]"))
     return TableSpec(name=name, **spec)
+
+
+def _targets(block, where: str) -> list[Target]:
+    """The Targets of one `targets` entry (one per arm)."""
+    if not isinstance(block, dict):
+        raise ValueError(f"{where}: a target is a mapping (see bench/tables/spec.py)")
+    block = _checked(block, TARGET_KEYS, where)
+    rules = [r for r in TARGET_RULES if r in block]
+    missing = [k for k in ("arms", "metric", "text") if k not in block]
+    if missing or len(rules) != 1:
+        raise ValueError(f"{where}: needs arms, metric, text and exactly one rule of "
+                         f"{TARGET_RULES} (missing {missing}, rules {rules})")
+    rule = rules[0]
+    if rule != "at_least" and "reference" not in block:
+        raise ValueError(f"{where}: {rule} compares with a reference line: add `reference`")
+    return [Target(str(arm), block["metric"], rule, float(block[rule]), block["text"],
+                   block.get("reference")) for arm in block["arms"]]
 
 
 @functools.lru_cache(maxsize=None)

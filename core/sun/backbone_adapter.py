@@ -104,6 +104,24 @@ class SUNCrossProcessor(nn.Module):
         return cross.proj(ap - an + ae)
 
 
+@contextlib.contextmanager
+def processors_at(model, owner, guidance):
+    """`owner.processors` (one per block) on `model`'s text cross-attention, reading scale
+    `guidance` (checked by owner.check_guidance), for the passes inside the block; the plain
+    cross-attention again after it. Shared by the one-pass guidance modules (this adapter and
+    core/sun/guided_student.py)."""
+    owner.check_guidance(guidance)
+    crosses = [block.cross for block in model.blocks]
+    owner.guidance = guidance
+    for cross, processor in zip(crosses, owner.processors):
+        cross.set_processor(processor)
+    try:
+        yield owner
+    finally:
+        for cross in crosses:
+            cross.set_processor(None)
+
+
 class SUNBackboneAdapter(nn.Module):
     """One SUNCrossProcessor per backbone block, for guidance scales in [1, cfg_max]."""
 
@@ -127,21 +145,11 @@ class SUNBackboneAdapter(nn.Module):
                              "this backbone adapter was distilled for: distil it with "
                              f"head_distill.cfg_max >= {guidance:g} or change sampler.cfg_scale")
 
-    @contextlib.contextmanager
     def scale(self, model, guidance):
         """Backbone passes of `model` inside this block run through the adapter at scale
         `guidance` (a float, or a tensor of per-sample scales); outside it the model is the
         frozen one (training, plain CFG)."""
-        self.check_guidance(guidance)
-        crosses = [block.cross for block in model.blocks]
-        self.guidance = guidance
-        for cross, processor in zip(crosses, self.processors):
-            cross.set_processor(processor)
-        try:
-            yield self
-        finally:
-            for cross in crosses:
-                cross.set_processor(None)
+        return processors_at(model, self, guidance)
 
     def save(self, path: str | Path, info: Optional[dict] = None) -> None:
         """Write the adapter's weights only (safetensors, atomic)."""

@@ -20,7 +20,6 @@ embedding), loaded as a separate model (`load`).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 from pathlib import Path
@@ -33,6 +32,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from core.attention import CrossAttention
+from core.sun.backbone_adapter import processors_at
 from core.sun.head_adapter import GUIDANCE_FEATURES, guidance_features, read_adapter_file
 
 ATTR = "guided_student"  # the model attribute an installed w embedding lives in
@@ -95,20 +95,10 @@ class GuidedStudent(nn.Module):
     def check_guidance(self, guidance) -> None:
         self.check(guidance, self.negative_prompt)
 
-    @contextlib.contextmanager
     def scale(self, model, guidance):
         """Backbone passes of `model` inside this block see guidance scale `guidance` (a float or
         per-sample scales); outside it the blocks' cross-attention is the plain one."""
-        self.check_guidance(guidance)
-        crosses = [block.cross for block in model.blocks]
-        self.guidance = guidance
-        for cross, processor in zip(crosses, self.processors):
-            cross.set_processor(processor)
-        try:
-            yield self
-        finally:
-            for cross in crosses:
-                cross.set_processor(None)
+        return processors_at(model, self, guidance)
 
     def save(self, model, path: str | Path, info: Optional[dict] = None) -> None:
         """Write the student: the fine-tuned model's state and the w embedding (safetensors,

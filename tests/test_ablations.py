@@ -268,6 +268,12 @@ def test_variant_labels_come_from_the_swept_knobs():
     assert variant("ablation=sun_head", "head=sunbb_ddpm100") == "sunbb_ddpm100"
     assert variant("ablation=sun_head", "head=sunbb_dpm4") == "sunbb_dpm4"
     assert variant("ablation=sun_head", "head=gd_dpm4") == "gd_dpm4"
+    assert variant("ablation=sun_head", "head=sunbb_dpm4_nomsc") == "sunbb_dpm4_nomsc"
+    assert variant("ablation=sun_head", "head=sunbb_dpm4",
+                   "head_distill.lambda_msc=0.3") == "sunbb_dpm4_msc0.3"
+    assert variant("ablation=sun_head", "head=gd_dpm4", "head_distill.lambda_msc=0") == "gd_dpm4_nomsc"
+    assert variant("ablation=sun_head", "head=dpm4_cfg",
+                   "head_distill.lambda_msc=0") == "dpm4_cfg"  # nothing distilled: no MSC label
     assert variant("ablation=window", "model.temporal_window=2") == "w2"
     assert variant("variant=mine") == "mine"
 

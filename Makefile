@@ -89,7 +89,7 @@ profile: venv  ## torch.profiler traces in runs/profile (open: .venv/bin/tensorb
 	$(MAKE) venv EXTRAS=$(EXTRAS),profile
 	$(PY) bench/profiler.py --out runs/profile
 
-sun: venv  ## SpeedUpNet CPU testbed: train + evaluate (~30 min on 2 cores), writes paper_tables/sun.{md,tex}
+sun: venv  ## SpeedUpNet CPU testbed: train + evaluate (35-75 min on 2 cores), writes paper_tables/sun.{md,tex}
 	$(PY) bench/sun.py
 
 notebooks: ## install jupyterlab into .venv (starts nothing; `make lab` starts it)

@@ -92,6 +92,9 @@ def _environment() -> dict:
 
 
 def _same(a, b, exact: bool) -> bool:
+    if isinstance(a, dict):  # a row: the same keys, each value compared by these rules
+        return (isinstance(b, dict) and a.keys() == b.keys()
+                and all(_same(a[k], b[k], exact) for k in a))
     if isinstance(a, list):
         return len(a) == len(b) and all(_same(x, y, exact) for x, y in zip(a, b))
     if isinstance(a, float) and isinstance(b, float):
@@ -126,3 +129,12 @@ if __name__ == "__main__":
             print(case, json.dumps(cases[case])[:200])
     PINNED.write_text(json.dumps({"environment": _environment(), "cases": cases}, indent=1) + "\n")
     print(f"wrote {PINNED}")
+
+
+def test_rows_compare_within_tolerance_off_the_recording_machine():
+    row = {"mse_mean": 0.25, "mse_per_frame": [0.2, 0.3], "variant": "causal"}
+    close = {"mse_mean": 0.25 * (1 + 1e-8), "mse_per_frame": [0.2, 0.3], "variant": "causal"}
+    assert _same(row, close, exact=False) and not _same(row, close, exact=True)
+    assert not _same(row, {**row, "mse_mean": 0.2501}, exact=False)  # a real change
+    assert not _same(row, {**row, "variant": "full"}, exact=False)
+    assert not _same(row, {k: v for k, v in row.items() if k != "variant"}, exact=False)

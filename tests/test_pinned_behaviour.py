@@ -117,6 +117,15 @@ def test_behaviour_matches_the_recording(name, tmp_path):
         assert got["tokens"] == want["tokens"], f"{name}: sampled tokens changed"
 
 
+def test_rows_compare_within_tolerance_off_the_recording_machine():
+    row = {"mse_mean": 0.25, "mse_per_frame": [0.2, 0.3], "variant": "causal"}
+    close = {"mse_mean": 0.25 * (1 + 1e-8), "mse_per_frame": [0.2, 0.3], "variant": "causal"}
+    assert _same(row, close, exact=False) and not _same(row, close, exact=True)
+    assert not _same(row, {**row, "mse_mean": 0.2501}, exact=False)  # a real change
+    assert not _same(row, {**row, "variant": "full"}, exact=False)
+    assert not _same(row, {k: v for k, v in row.items() if k != "variant"}, exact=False)
+
+
 if __name__ == "__main__":
     if "--record" not in sys.argv:
         raise SystemExit("usage: python tests/test_pinned_behaviour.py --record")
@@ -129,12 +138,3 @@ if __name__ == "__main__":
             print(case, json.dumps(cases[case])[:200])
     PINNED.write_text(json.dumps({"environment": _environment(), "cases": cases}, indent=1) + "\n")
     print(f"wrote {PINNED}")
-
-
-def test_rows_compare_within_tolerance_off_the_recording_machine():
-    row = {"mse_mean": 0.25, "mse_per_frame": [0.2, 0.3], "variant": "causal"}
-    close = {"mse_mean": 0.25 * (1 + 1e-8), "mse_per_frame": [0.2, 0.3], "variant": "causal"}
-    assert _same(row, close, exact=False) and not _same(row, close, exact=True)
-    assert not _same(row, {**row, "mse_mean": 0.2501}, exact=False)  # a real change
-    assert not _same(row, {**row, "variant": "full"}, exact=False)
-    assert not _same(row, {k: v for k, v in row.items() if k != "variant"}, exact=False)
